@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv if needed, then runs the whole suite (slow tests included), offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec .venv/bin/python -m pytest -q "$@"

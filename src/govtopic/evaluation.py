@@ -1,0 +1,175 @@
+"""Evaluating a model folder: calibration on validation, figures and plots on test, a baseline beside it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from govtopic.calibration import fit_temperature, softmax
+from govtopic.config import Config, load_config
+from govtopic.data import Split, load_eval_file, load_labelled
+from govtopic.fsutil import atomic_write_text
+from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
+from govtopic.predict import TopicClassifier
+
+logger = logging.getLogger(__name__)
+
+
+def saved_config(model_dir: str | Path) -> Config:
+    """The training config stored in a model folder (defaults when the folder has none)."""
+    path = Path(model_dir) / "govtopic_config.yaml"
+    return load_config(path) if path.is_file() else Config()
+
+
+def _label_indices(labels: list[str | None], names: list[str]) -> np.ndarray:
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index.get(y, -1) for y in labels])
+
+
+def calibrate_folder(model_dir: Path, validation: Split, cfg: Config) -> dict:
+    """Fit a temperature on the validation split and store it in the folder's config.json."""
+    clf = TopicClassifier(model_dir)
+    logits, _ = clf.document_logits(validation.texts, clf.long_doc, cfg.eval.batch_size)
+    y = _label_indices(validation.labels, clf.labels)
+    known = y >= 0
+    temperature = fit_temperature(logits[known], y[known]) if known.sum() >= 2 else 1.0
+    before = expected_calibration_error(softmax(logits[known]), y[known])
+    after = expected_calibration_error(softmax(logits[known], temperature), y[known])
+    config_path = Path(model_dir) / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.setdefault("govtopic", {})["temperature"] = temperature
+    atomic_write_text(config_path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+    logger.info(
+        "temperature %.3f fitted on %d validation documents (ECE %.3f -> %.3f)",
+        temperature,
+        int(known.sum()),
+        before,
+        after,
+    )
+    return {
+        "temperature": temperature,
+        "validation_docs": int(known.sum()),
+        "validation_ece_before": before,
+        "validation_ece_after": after,
+    }
+
+
+def _baseline_metrics(train_split: Split | None, split: Split, labels: list[str], cfg: Config) -> dict | None:
+    if train_split is None or not cfg.eval.baseline:
+        return None
+    from govtopic.baseline import TfidfBaseline
+
+    started = time.time()
+    base = TfidfBaseline(seed=cfg.train.seed).fit(train_split.texts, train_split.labels)
+    probs = base.predict_proba(split.texts, labels)
+    metrics = compute_metrics(split.labels, probs, labels, cfg.eval.top_k)
+    metrics["seconds"] = round(time.time() - started, 1)
+    metrics["name"] = "char 1-3-gram TF-IDF + LinearSVC"
+    return metrics
+
+
+def _plots(
+    out_dir: Path,
+    metrics: dict,
+    y_true: list[str],
+    probs: np.ndarray,
+    labels: list[str],
+    bins_before: list,
+    bins_after: list,
+    ece: tuple[float, float],
+) -> dict[str, Path]:
+    from govtopic.labels import hierarchical_decode, l1
+    from govtopic.plots import plot_confusion_matrix, plot_per_class_f1, plot_reliability, setup_cjk_font
+
+    setup_cjk_font()
+    _, names, l1_probs = hierarchical_decode(probs, labels)
+    pred_l1 = [names[i] for i in l1_probs.argmax(axis=1)]
+    gold_l1 = [l1(y) for y in y_true]
+    classes = sorted(set(gold_l1) | set(pred_l1))
+    return {
+        "confusion_l1": plot_confusion_matrix(gold_l1, pred_l1, classes, out_dir / "confusion_l1.png"),
+        "f1_l1": plot_per_class_f1(metrics["l1"]["per_class"], out_dir / "f1_l1.png", "Per-class F1 (first level)"),
+        "reliability": plot_reliability(bins_before, ece[0], ece[1], out_dir / "reliability.png", bins_after),
+    }
+
+
+def evaluate_split(
+    model_dir: Path,
+    split: Split,
+    out_dir: Path,
+    cfg: Config,
+    train_split: Split | None = None,
+    meta: dict | None = None,
+    model_card_dir: Path | None = None,
+    long_doc: str | None = None,
+) -> dict:
+    """All figures, plots and reports for one labelled split; returns metrics.json's content."""
+    from govtopic.report import render_model_card, write_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clf = TopicClassifier(model_dir)
+    ld = clf.long_doc if long_doc is None else type(clf.long_doc)(**{**clf.long_doc.__dict__, "strategy": long_doc})
+    started = time.time()
+    logits, _ = clf.document_logits(split.texts, ld, cfg.eval.batch_size)
+    seconds = time.time() - started
+    raw_probs, probs = softmax(logits), softmax(logits, clf.temperature)
+    metrics = compute_metrics(split.labels, probs, clf.labels, cfg.eval.top_k)
+    y = _label_indices(split.labels, clf.labels)
+    known = y >= 0
+    ece = (expected_calibration_error(raw_probs[known], y[known]), expected_calibration_error(probs[known], y[known]))
+    bins = (reliability_bins(raw_probs[known], y[known]), reliability_bins(probs[known], y[known]))
+    calibration = {"temperature": clf.temperature, "ece_before": ece[0], "ece_after": ece[1]}
+    baseline = _baseline_metrics(train_split, split, clf.labels, cfg)
+    plots = _plots(out_dir, metrics, split.labels, probs, clf.labels, bins[0], bins[1], ece)
+    confusions = worst_confusions(split.labels, probs, clf.labels, split.titles)
+    meta = {
+        **(meta or {}),
+        "model_dir": str(model_dir),
+        "documents": len(split),
+        "long_doc": ld.strategy,
+        "pooling": ld.pooling,
+        "max_length": ld.max_length,
+        "docs_per_second": round(len(split) / max(seconds, 1e-9), 1),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    paths = write_report(
+        out_dir,
+        metrics=metrics,
+        baseline_metrics=baseline,
+        plots=plots,
+        confusions=confusions,
+        calibration=calibration,
+        meta=meta,
+    )
+    if model_card_dir is not None:
+        atomic_write_text(Path(model_card_dir) / "README.md", render_model_card(metrics, baseline, meta))
+    logger.info("evaluation written to %s", ", ".join(str(p) for p in paths.values()))
+    return {"metrics": metrics, "baseline": baseline, "calibration": calibration, "meta": meta, "paths": paths}
+
+
+def evaluate(
+    model_dir: str | Path,
+    data_file: str | Path,
+    output_dir: str | Path | None = None,
+    split: str | None = "test",
+    baseline: bool | None = None,
+    long_doc: str | None = None,
+) -> dict:
+    """Evaluate a model folder on a labelled file (its test split when it has a split column)."""
+    cfg = saved_config(model_dir)
+    if baseline is not None:
+        cfg.eval.baseline = baseline
+    data = load_eval_file(data_file, cfg.data, cfg.normalize, split)
+    train_split = None
+    if cfg.eval.baseline and cfg.data.train_file and Path(cfg.data.train_file).is_file():
+        train_split = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).train
+    elif cfg.eval.baseline:
+        logger.warning("baseline skipped: the model's training file %s is not available here", cfg.data.train_file)
+    out = Path(output_dir) if output_dir else Path(model_dir).parent / "eval" / Path(data_file).name.split(".")[0]
+    meta = {"data_file": str(data_file), "split": split}
+    return evaluate_split(Path(model_dir), data, out, cfg, train_split, meta, long_doc=long_doc)

@@ -1,0 +1,285 @@
+"""Batched inference: ``predict()`` for one-off calls and ``TopicClassifier`` for repeated use.
+
+Documents are normalised exactly as in training, cut into windows by the model's long-document strategy,
+sorted by length and batched across documents (each batch padded only to its own longest window), then the
+windows' logits are pooled back per document and the caller's order is restored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from govtopic.config import LongDocConfig
+from govtopic.labels import SEP, hierarchical_decode
+from govtopic.modeling import autocast_dtype, load_for_inference
+from govtopic.normalize import NormalizeConfig, normalize
+from govtopic.windows import Windows, encode
+
+logger = logging.getLogger(__name__)
+
+ENV_MODEL = "GOVTOPIC_MODEL"
+# Documents encoded together: bounds memory on huge inputs while giving the length sort room to work.
+_GROUP_DOCS = 512
+# Show a progress bar from this many documents on (short calls stay quiet).
+_PROGRESS_FROM = 2000
+
+
+def _check_texts(texts: Any) -> tuple[list[str], bool]:
+    """(list of str, whether a single str was given); a TypeError names the first bad position."""
+    if isinstance(texts, str):
+        return [texts], True
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError("predict() takes str documents, got bytes; decode them first, e.g. data.decode('utf-8')")
+    if not isinstance(texts, Iterable) or isinstance(texts, dict):
+        raise TypeError(f"predict() takes a str or a list of str, got {type(texts).__name__}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            hint = " (decode bytes first)" if isinstance(t, (bytes, bytearray)) else ""
+            raise TypeError(f"predict(): document at position {i} is {type(t).__name__}, expected str{hint}")
+    return texts, False
+
+
+class TopicClassifier:
+    """A loaded model folder (or Hub id) that predicts topics; load once, call ``predict`` many times."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        device: str | None = None,
+        allow_pickle: bool = False,
+        quantize: bool = False,
+        compile: bool = False,
+    ):
+        self.source = str(model)
+        self.model, self.tokenizer = load_for_inference(self.source, device, allow_pickle=allow_pickle)
+        self.device = next(self.model.parameters()).device
+        settings = getattr(self.model.config, "govtopic", None) or {}
+        self.long_doc = LongDocConfig(**settings.get("long_doc", {}))
+        self.normalize_config = NormalizeConfig(**settings.get("normalize", {}))
+        self.temperature = float(settings.get("temperature", 1.0))
+        self.precision = settings.get("precision", "auto")
+        n = self.model.config.num_labels
+        self.labels = [self.model.config.id2label[i] for i in range(n)]
+        # The Rust tokenizer refuses concurrent use ("Already borrowed"); the model forward is thread-safe.
+        self._tokenizer_lock = threading.Lock()
+        if quantize:
+            self._quantize()
+        if compile:
+            self.model.forward = torch.compile(self.model.forward, dynamic=True)
+
+    def _quantize(self) -> None:
+        if self.device.type != "cpu":
+            raise ValueError("quantize=True is dynamic int8 quantisation for CPU inference; use device='cpu'")
+        self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+
+    # ------------------------------------------------------------ windows and logits
+    def encode(self, texts: list[str], long_doc: LongDocConfig) -> Windows:
+        with self._tokenizer_lock:
+            return encode(self.tokenizer, texts, long_doc)
+
+    @torch.inference_mode()
+    def window_logits(self, windows: Windows, batch_size: int) -> np.ndarray:
+        """Logits of every window, batched by length and padded per batch; rows in window order."""
+        order = np.argsort([-len(ids) for ids in windows.input_ids], kind="stable")
+        out = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
+        dtype = autocast_dtype(self.device, self.precision)
+        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
+        pad = self.tokenizer.pad_token_id or 0
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            longest = max(len(windows.input_ids[i]) for i in idx)
+            ids = torch.full((len(idx), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), longest), dtype=torch.long)
+            for row, i in enumerate(idx):
+                seq = windows.input_ids[i]
+                ids[row, : len(seq)] = torch.as_tensor(seq)
+                mask[row, : len(seq)] = 1
+            with autocast:
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            out[idx] = logits.float().cpu().numpy()
+        return out
+
+    def document_logits(
+        self, texts: list[str], long_doc: LongDocConfig, batch_size: int, return_evidence: bool = False
+    ) -> tuple[np.ndarray, list[dict]]:
+        """Pooled logits per (already normalised, non-empty) text and per-document window information."""
+        windows = self.encode(texts, long_doc)
+        logits = self.window_logits(windows, batch_size)
+        # Windows come in document order: document d owns rows bounds[d]:bounds[d + 1].
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(windows.doc_index, minlength=len(texts)))])
+        pooled = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        info = []
+        for d in range(len(texts)):
+            rows = np.arange(bounds[d], bounds[d + 1])
+            block = logits[rows]
+            pooled[d] = block.max(axis=0) if long_doc.pooling == "max" else block.mean(axis=0)
+            item = {"windows": len(rows), "tokens": windows.n_tokens[d], "truncated": windows.capped[d]}
+            if return_evidence:
+                item["_rows"] = (rows, block, [windows.spans[r] for r in rows])
+            info.append(item)
+        return pooled, info
+
+    # ------------------------------------------------------------ public
+    def predict(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        top_k: int = 1,
+        long_doc: str | None = None,
+        return_evidence: bool = False,
+        progress: bool | None = None,
+    ) -> dict | list[dict]:
+        """Topic of each document: ``label`` (full), ``label_l1``, ``score`` and, with top_k > 1, alternatives.
+
+        A str gives one result, a list gives a list in the same order. Empty documents (also after
+        normalisation) get ``label`` None and a ``reason``, never a topic.
+        """
+        docs, single = _check_texts(texts)
+        if batch_size < 1 or top_k < 1:
+            raise ValueError(f"batch_size and top_k must be at least 1, got {batch_size} and {top_k}")
+        cfg = self.long_doc if long_doc is None else dataclasses.replace(self.long_doc, strategy=long_doc)
+        if cfg.strategy not in ("head", "head_tail", "chunks"):
+            raise ValueError(f"long_doc must be 'head', 'head_tail' or 'chunks', got {long_doc!r}")
+        results: list[dict | None] = [None] * len(docs)
+        show = progress if progress is not None else len(docs) >= _PROGRESS_FROM
+        bar = _progress_bar(len(docs), show)
+        clean = [normalize(t, self.normalize_config) for t in docs]
+        todo = [i for i, t in enumerate(clean) if t.strip()]
+        for i in set(range(len(docs))) - set(todo):
+            results[i] = _empty_result(docs[i])
+        # Longest first: batches fill with windows of similar length and the slowest work is seen early.
+        todo.sort(key=lambda i: -len(clean[i]))
+        for g in range(0, len(todo), _GROUP_DOCS):
+            group = todo[g : g + _GROUP_DOCS]
+            texts_g = [clean[i] for i in group]
+            logits, info = self.document_logits(texts_g, cfg, batch_size, return_evidence)
+            probs = _softmax(logits / self.temperature)
+            for k, i in enumerate(group):
+                results[i] = self._result(probs[k], info[k], top_k, texts_g[k] if return_evidence else None)
+            bar.update(len(group))
+        bar.close()
+        return results[0] if single else results  # type: ignore[return-value]
+
+    def _result(self, probs: np.ndarray, info: dict, top_k: int, text: str | None) -> dict:
+        full_idx, l1_names, l1_probs = hierarchical_decode(probs[None, :], self.labels)
+        best = int(full_idx[0])
+        label = self.labels[best]
+        first = label.split(SEP, 1)[0]
+        l1_score = float(l1_probs[0][l1_names.index(first)])
+        out = {
+            "label": label,
+            "label_l1": first,
+            "score": float(probs[best]),
+            "score_l1": l1_score,
+            "windows": info["windows"],
+            "truncated": info["truncated"],
+        }
+        if top_k > 1:
+            top = np.argsort(-probs)[:top_k]
+            out["top_k"] = [{"label": self.labels[j], "score": float(probs[j])} for j in top]
+            l1_top = np.argsort(-l1_probs[0])[:top_k]
+            out["top_k_l1"] = [{"label": l1_names[j], "score": float(l1_probs[0][j])} for j in l1_top]
+        if text is not None:
+            out["evidence"] = _evidence(info["_rows"], best, text)
+        return out
+
+
+def _evidence(rows_info, label_index: int, text: str) -> dict:
+    """The window that most supports the predicted label: its character span in the normalised text."""
+    _, block, spans = rows_info
+    k = int(np.argmax(block[:, label_index]))
+    parts = [(a, b) for a, b in spans[k] if b > a]
+    start, end = (parts[0][0], parts[-1][1]) if parts else (0, 0)
+    passage = " … ".join(text[a:b] for a, b in parts)
+    return {"start": start, "end": end, "text": passage, "window": k}
+
+
+def _empty_result(raw: str) -> dict:
+    reason = "empty document" if not raw.strip() else "no text left after normalisation (only boilerplate or markup)"
+    return {
+        "label": None,
+        "label_l1": None,
+        "score": None,
+        "score_l1": None,
+        "windows": 0,
+        "truncated": False,
+        "reason": reason,
+    }
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress_bar(total: int, show: bool):
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="doc", desc="govtopic predict")
+
+
+# ---------------------------------------------------------------- module-level API with a model cache
+_CACHE: dict[tuple, TopicClassifier] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_classifier(
+    model: str | os.PathLike | None = None, device: str | None = None, allow_pickle: bool = False
+) -> TopicClassifier:
+    """The cached classifier for ``model`` (default: $GOVTOPIC_MODEL), loaded on first use."""
+    model = model or os.environ.get(ENV_MODEL)
+    if not model:
+        raise ValueError(
+            "no model given: pass predict(texts, model=MODEL_DIR_OR_HUB_ID) or set the GOVTOPIC_MODEL "
+            "environment variable. To get a model, train one: `govtopic train configs/quickstart.yaml` "
+            "(its folder is printed at the end)."
+        )
+    key = (str(Path(model).resolve()) if Path(model).exists() else str(model), device, allow_pickle)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = TopicClassifier(model, device=device, allow_pickle=allow_pickle)
+        return _CACHE[key]
+
+
+def predict(
+    texts: str | Sequence[str],
+    model: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    top_k: int = 1,
+    long_doc: str | None = None,
+    return_evidence: bool = False,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> dict | list[dict]:
+    """Predict the 主题分类 topic of one document (str) or many (list); see ``TopicClassifier.predict``."""
+    docs, single = _check_texts(texts)
+    if not docs:
+        return []
+    clf = get_classifier(model, device)
+    return clf.predict(
+        docs[0] if single else docs,
+        batch_size=batch_size,
+        top_k=top_k,
+        long_doc=long_doc,
+        return_evidence=return_evidence,
+        progress=progress,
+    )

@@ -1,0 +1,188 @@
+"""Domain-adaptive masked-language-model pre-training (``govtopic pretrain CONFIG``).
+
+Continues a pretrained checkpoint, or starts from a config, on unlabelled 公文 normalised exactly as for
+classification. Test-split rows are left out by default. The output folder is a starting point for
+``govtopic train`` (``model.name_or_path: RUN/model``, ``model.from_scratch: false``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from govtopic.config import Config
+from govtopic.data import document_text, file_format, read_table
+from govtopic.fsutil import replace_dir
+from govtopic.modeling import load_tokenizer
+from govtopic.normalize import normalize_many
+from govtopic.windows import tokenize
+
+logger = logging.getLogger(__name__)
+
+
+def _is_table(path: Path) -> bool:
+    try:
+        file_format(path)
+        return True
+    except ValueError:
+        return False
+
+
+def load_texts(cfg: Config) -> list[str]:
+    """Unlabelled documents from pretrain.files (or data.train_file), test splits left out."""
+    from govtopic.batch import iter_records
+
+    files = cfg.pretrain.files or ([cfg.data.train_file] if cfg.data.train_file else [])
+    if not files:
+        raise ValueError("nothing to pre-train on: set pretrain.files (or data.train_file)")
+    excluded = {s.lower() for s in cfg.pretrain.exclude_splits}
+    texts, dropped = [], 0
+    for item in files:
+        path = Path(item)
+        if path.is_file() and _is_table(path):
+            for row in read_table(path):
+                split = str(row.get(cfg.data.split_column) or "").lower() if cfg.data.split_column else ""
+                if split in excluded:
+                    dropped += 1
+                    continue
+                texts.append(document_text(row, cfg.data))
+        else:
+            for rec in iter_records([item]):
+                if rec.error:
+                    raise ValueError(f"{rec.source}: {rec.error}")
+                texts.append(rec.text)
+    logger.info("%d documents for pre-training (%d rows of excluded splits left out)", len(texts), dropped)
+    return [t for t in normalize_many(texts, cfg.normalize) if t.strip()]
+
+
+def word_ids(text: str, starts: np.ndarray) -> np.ndarray:
+    """For each token (by its start character) the index of the jieba word that contains it."""
+    import jieba
+
+    bounds = np.cumsum([len(w) for w in jieba.cut(text)])
+    return np.searchsorted(bounds, starts, side="right")
+
+
+def sequences(tokenizer, texts: list[str], max_length: int, whole_word: bool) -> dict[str, list]:
+    """Consecutive pieces of each document, [CLS] ... [SEP], with word ids for whole-word masking."""
+    size = max_length - 2
+    out: dict[str, list] = {"input_ids": [], "word_ids": []}
+    for text, tok in zip(texts, tokenize(tokenizer, texts)):
+        words = word_ids(text, tok.starts) if whole_word else np.arange(len(tok.ids))
+        for a in range(0, len(tok.ids), size):
+            if len(tok.ids[a : a + size]) < 16:  # a scrap at a document's end teaches little
+                continue
+            out["input_ids"].append([tokenizer.cls_token_id, *tok.ids[a : a + size].tolist(), tokenizer.sep_token_id])
+            out["word_ids"].append([-1, *words[a : a + size].tolist(), -1])
+    return out
+
+
+class WholeWordMasking:
+    """Pads a batch and masks whole words (all tokens sharing a word id): 80% [MASK], 10% random, 10% kept."""
+
+    def __init__(self, tokenizer, probability: float = 0.15):
+        self.tokenizer, self.probability = tokenizer, probability
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        words = torch.full((len(examples), longest), -1, dtype=torch.long)
+        for i, e in enumerate(examples):
+            ids[i, : len(e["input_ids"])] = torch.as_tensor(e["input_ids"])
+            words[i, : len(e["word_ids"])] = torch.as_tensor(e["word_ids"])
+        chosen = torch.zeros_like(ids, dtype=torch.bool)
+        for i in range(len(examples)):
+            unique = torch.unique(words[i][words[i] >= 0])
+            picked = unique[torch.rand(len(unique)) < self.probability]
+            chosen[i] = torch.isin(words[i], picked)
+        labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+        action = torch.rand(ids.shape)
+        masked = ids.clone()
+        masked[chosen & (action < 0.8)] = self.tokenizer.mask_token_id
+        swap = chosen & (action >= 0.8) & (action < 0.9)
+        masked[swap] = torch.randint(len(self.tokenizer), (int(swap.sum()),))
+        return {"input_ids": masked, "attention_mask": (ids != self.tokenizer.pad_token_id).long(), "labels": labels}
+
+
+def sparse_mlm_class():
+    """BertForMaskedLM whose loss projects onto the vocabulary only at masked positions: on a small model
+    that projection is most of the compute, and unmasked positions do not enter the loss anyway."""
+    from transformers import BertForMaskedLM
+    from transformers.modeling_outputs import MaskedLMOutput
+
+    class SparseBertForMaskedLM(BertForMaskedLM):
+        def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+            if labels is None:
+                return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            picked = labels != -100
+            logits = self.cls(hidden[picked])
+            return MaskedLMOutput(loss=nn.functional.cross_entropy(logits.float(), labels[picked]))
+
+    return SparseBertForMaskedLM
+
+
+def build_mlm(cfg: Config):
+    """A BERT masked-language model: pretrained weights, or random from a config."""
+    from transformers import AutoConfig
+
+    m = cfg.model
+    config = AutoConfig.from_pretrained(m.name_or_path, revision=m.revision, trust_remote_code=False)
+    if config.model_type != "bert":
+        raise ValueError(f"pre-training supports BERT models; {m.name_or_path} is {config.model_type!r}")
+    cls = sparse_mlm_class()
+    if not m.from_scratch:
+        return cls.from_pretrained(m.name_or_path, revision=m.revision, use_safetensors=not m.allow_pickle)
+    for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
+        if getattr(m, name) is not None:
+            setattr(config, name, getattr(m, name))
+    return cls(config)
+
+
+def pretrain(cfg: Config) -> Path:
+    """Run MLM pre-training; returns the folder to fine-tune from."""
+    from datasets import Dataset
+    from transformers import Trainer, set_seed
+
+    from govtopic.training import training_arguments
+
+    started = time.time()
+    set_seed(cfg.train.seed)
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "govtopic_config.yaml")
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision)
+    pc = cfg.pretrain
+    data = Dataset.from_dict(sequences(tokenizer, load_texts(cfg), pc.max_length, pc.whole_word_mask))
+    logger.info("%d sequences of up to %d tokens", len(data), pc.max_length)
+    mlm = build_mlm(cfg)
+    args = training_arguments(cfg, run_dir / "checkpoints")
+    args.remove_unused_columns = False
+    trainer = Trainer(
+        model=mlm, args=args, train_dataset=data, data_collator=WholeWordMasking(tokenizer, pc.mlm_probability)
+    )
+    checkpoint = None
+    if cfg.train.resume and (run_dir / "checkpoints").is_dir():
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = get_last_checkpoint(str(run_dir / "checkpoints"))
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if not trainer.is_world_process_zero():
+        return run_dir / "model"
+    staging = run_dir / "model.partial"
+    mlm.config.architectures = ["BertForMaskedLM"]  # loads with AutoModelForMaskedLM / ...ForSequenceClassification
+    mlm.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    cfg.save(staging / "govtopic_config.yaml")
+    (staging / "pretrain_log.txt").write_text(
+        f"sequences {len(data)}\ntrain_loss {result.training_loss:.4f}\nseconds {time.time() - started:.0f}\n",
+        encoding="utf-8",
+    )
+    model_dir = replace_dir(staging, run_dir / "model")
+    logger.info("pre-trained model written to %s (loss %.3f)", model_dir, result.training_loss)
+    return model_dir

@@ -1,0 +1,87 @@
+"""govtopic predict over files: formats, encodings, unreadable documents, resuming an interrupted run."""
+
+import csv
+import json
+
+import pytest
+
+from govtopic.batch import iter_records, predict_files
+
+
+def read_jsonl(path):
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("关于加强城市规划管理的通知", encoding="utf-8")
+    (folder / "b.txt").write_bytes("关于医院卫生监督的意见".encode("gb18030"))
+    (folder / "c.txt").write_bytes(b"\xff\xfe\x00bad \x81")  # neither UTF-8 nor GB18030
+    table = tmp_path / "t.jsonl"
+    table.write_text(
+        '{"id": "x1", "text": "法院审理案件"}\n{"id": "x2", "text": \n{"id": "x3", "body": "无正文"}\n'
+        '{"id": "x4", "text": "国防动员"}\n',
+        encoding="utf-8",
+    )
+    with open(tmp_path / "t.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "text"])
+        w.writeheader()
+        w.writerow({"id": "c1", "text": "环境保护条例"})
+    return folder, table, tmp_path / "t.csv"
+
+
+def test_every_format_and_encoding_is_read(inputs):
+    folder, table, table_csv = inputs
+    recs = list(iter_records([str(folder), str(table), str(table_csv)]))
+    texts = {r.source.rsplit("/", 1)[-1]: r for r in recs}
+    assert texts["b.txt"].text == "关于医院卫生监督的意见"  # GB18030 decoded
+    assert "neither UTF-8 nor GB18030" in texts["c.txt"].error
+    assert "malformed JSON" in texts["t.jsonl:2"].error
+    assert "no 'text' column" in texts["t.jsonl:3"].error
+    assert texts["t.jsonl:4"].text == "国防动员" and texts["t.csv:2"].id == "c1"
+
+
+def test_errors_go_to_a_file_and_the_rest_is_predicted(inputs, tiny_model_dir, tmp_path):
+    folder, table, table_csv = inputs
+    out = tmp_path / "out" / "pred.jsonl"
+    counts = predict_files([str(folder), str(table), str(table_csv)], str(tiny_model_dir), out, progress=False)
+    assert counts["predicted"] == 5 and counts["errors"] == 3
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == ["a", "b", "x1", "x4", "c1"]  # input order kept
+    errors = read_jsonl(out.with_name("pred.errors.jsonl"))
+    assert {e["source"].rsplit("/", 1)[-1] for e in errors} == {"c.txt", "t.jsonl:2", "t.jsonl:3"}
+
+
+def test_resume_neither_redoes_nor_duplicates(inputs, tiny_model_dir, tmp_path):
+    folder, table, _ = inputs
+    out = tmp_path / "pred.jsonl"
+    predict_files([str(folder), str(table)], str(tiny_model_dir), out, progress=False)
+    full = out.read_text(encoding="utf-8").splitlines()
+    # Simulate a crash: only the first result survived, and the second was cut mid-line.
+    out.write_text(full[0] + "\n" + full[1][:25], encoding="utf-8")
+    counts = predict_files([str(folder), str(table)], str(tiny_model_dir), out, progress=False)
+    assert counts["skipped_done"] == 1 + 3  # one finished result, three recorded errors
+    assert counts["predicted"] == 3
+    again = out.read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(x)["source"] for x in again) == sorted(json.loads(x)["source"] for x in full)
+    assert len(again) == len(full)
+
+
+def test_no_resume_starts_over(inputs, tiny_model_dir, tmp_path):
+    folder, _, _ = inputs
+    out = tmp_path / "pred.jsonl"
+    predict_files([str(folder)], str(tiny_model_dir), out, progress=False)
+    predict_files([str(folder)], str(tiny_model_dir), out, resume=False, progress=False)
+    assert len(read_jsonl(out)) == 2
+
+
+def test_parquet_input(tiny_model_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"doc": ["城市规划", "司法"], "id": ["p1", "p2"]}), tmp_path / "t.parquet")
+    out = tmp_path / "p.jsonl"
+    counts = predict_files([str(tmp_path / "t.parquet")], str(tiny_model_dir), out, text_column="doc", progress=False)
+    assert counts["predicted"] == 2 and [r["id"] for r in read_jsonl(out)] == ["p1", "p2"]

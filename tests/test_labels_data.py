@@ -1,0 +1,124 @@
+"""Labels in every spelling portals use, taxonomy checks, data files and splits."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE, TAXONOMY
+from govtopic.config import DataConfig
+from govtopic.data import DataError, load_labelled, read_table
+from govtopic.labels import Taxonomy, hierarchical_decode, parse_label
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "城乡建设、环境保护\\城市规划",
+        "城乡建设、环境保护-城市规划",
+        "城乡建设、环境保护/城市规划",
+        " 城乡建设、环境保护 / 城市规划 ",
+    ],
+)
+def test_label_spellings_are_one_label(raw):
+    assert parse_label(raw) == "城乡建设、环境保护\\城市规划"
+
+
+def test_first_level_only_and_missing_labels():
+    assert parse_label("其他") == "其他"
+    assert parse_label(None) is None and parse_label("") is None and parse_label("null") is None
+
+
+def test_taxonomy_names_the_problem():
+    tax = Taxonomy.load(TAXONOMY)
+    assert tax.n_first == 22 and tax.n_second == 121
+    assert tax.problem("城乡建设、环境保护\\城市规划") is None
+    assert "not in the taxonomy" in tax.problem("城乡建设\\城市规划")
+    assert "not under '城乡建设、环境保护'" in tax.problem("城乡建设、环境保护\\海关")
+
+
+def test_hierarchical_decode_keeps_levels_consistent():
+    import numpy as np
+
+    labels = ["A\\x", "B\\y", "B\\z"]
+    # Full-label argmax is A\x (0.4) but B's children sum to 0.6: the answer is B's best child.
+    probs = np.array([[0.4, 0.35, 0.25]])
+    idx, names, l1p = hierarchical_decode(probs, labels)
+    assert labels[idx[0]] == "B\\y"
+    assert names == ["A", "B"] and l1p[0].tolist() == pytest.approx([0.4, 0.6])
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def rows(n: int, labels=("财政、金融、审计\\税务", "卫生、体育\\卫生")) -> list[dict]:
+    return [{"id": f"d{i}", "title": f"t{i}", "text": f"正文{i}", "label": labels[i % len(labels)]} for i in range(n)]
+
+
+def test_label_outside_taxonomy_names_the_row(tmp_path):
+    data = rows(10)
+    data[7]["label"] = "财政金融\\税务"
+    cfg = DataConfig(train_file=str(write_jsonl(tmp_path / "d.jsonl", data)), taxonomy=str(TAXONOMY))
+    with pytest.raises(DataError, match=r"row 8 \(id d7\): label '财政金融\\\\税务'"):
+        load_labelled(cfg, None, 0)
+
+
+def test_missing_text_column_names_setting(tmp_path):
+    cfg = DataConfig(train_file=str(write_jsonl(tmp_path / "d.jsonl", rows(10))), text_column="body")
+    with pytest.raises(DataError, match="no column 'body' \\(set by data.text_column\\)"):
+        load_labelled(cfg, None, 0)
+
+
+def test_malformed_jsonl_line_is_named(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": "其他"}\n{"text": "b", "label": \n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 2: not valid JSON"):
+        read_table(path)
+
+
+def test_empty_file_is_an_error(tmp_path):
+    (tmp_path / "e.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="empty"):
+        read_table(tmp_path / "e.jsonl")
+
+
+def test_csv_and_split_column(tmp_path):
+    import csv
+
+    path = tmp_path / "d.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["body", "topic", "part"])
+        w.writeheader()
+        for i in range(12):
+            w.writerow({"body": f"文{i}", "topic": ["其他", "国防"][i % 2], "part": "test" if i < 4 else "train"})
+    cfg = DataConfig(
+        train_file=str(path),
+        text_column="body",
+        label_column="topic",
+        split_column="part",
+        title_column=None,
+        validation_from_train=0.25,
+    )
+    data = load_labelled(cfg, None, 0)
+    assert len(data.test) == 4 and len(data.train) == 6 and len(data.validation) == 2
+    assert data.label_names == ["其他", "国防"]
+
+
+def test_stratified_split_with_a_singleton_class(tmp_path):
+    data = rows(40) + [{"id": "x", "title": "x", "text": "孤例", "label": "国防"}]
+    cfg = DataConfig(train_file=str(write_jsonl(tmp_path / "d.jsonl", data)), split_column=None)
+    split = load_labelled(cfg, None, 0)
+    assert len(split.train) + len(split.validation) + len(split.test) == 41
+    assert "国防" in split.train.labels  # the single example stays in training, not lost
+
+
+def test_bundled_sample_keeps_the_fixed_split():
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as fh:
+        first = json.loads(fh.readline())
+    assert {"id", "text", "label", "split"} <= set(first)
+    data = load_labelled(DataConfig(train_file=str(SAMPLE), taxonomy=str(TAXONOMY)), None, 42)
+    assert len(data.test) == 568  # the labelled test rows of the shared data
+    assert data.skipped["unlabelled"] == 366

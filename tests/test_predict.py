@@ -1,0 +1,121 @@
+"""predict() and TopicClassifier on a tiny random model: shapes, order, long documents, errors, threads."""
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import LABELS
+from govtopic import TopicClassifier, predict
+from govtopic.predict import get_classifier
+
+DOCS = ["关于加强城市规划管理的通知。" * k for k in (1, 3, 40, 2, 120, 5)] + ["法院审理案件。", "医院卫生监督"]
+
+
+def test_str_gives_one_result_list_gives_list(tiny_model_dir):
+    one = predict("关于加强城市规划管理的通知", model=tiny_model_dir)
+    assert isinstance(one, dict) and one["label"] in LABELS
+    assert one["label_l1"] == one["label"].split("\\")[0]
+    assert 0 < one["score"] <= one["score_l1"] <= 1
+    many = predict(DOCS, model=tiny_model_dir)
+    assert isinstance(many, list) and len(many) == len(DOCS)
+    assert predict([], model=tiny_model_dir) == []
+
+
+def test_order_is_the_callers_whatever_the_batching(tiny_model_dir):
+    clf = TopicClassifier(tiny_model_dir)
+    alone = [clf.predict(d) for d in DOCS]
+    order = list(range(len(DOCS)))
+    random.Random(0).shuffle(order)
+    shuffled = clf.predict([DOCS[i] for i in order], batch_size=3)
+    for pos, i in enumerate(order):
+        assert shuffled[pos]["label"] == alone[i]["label"]
+        assert shuffled[pos]["score"] == pytest.approx(alone[i]["score"], abs=1e-4)
+
+
+def test_top_k_alternatives_and_first_level_sums(tiny_model_dir):
+    res = predict(DOCS[0], model=tiny_model_dir, top_k=3)
+    assert [a["label"] for a in res["top_k"]][0] in LABELS and len(res["top_k"]) == 3
+    scores = [a["score"] for a in res["top_k"]]
+    assert scores == sorted(scores, reverse=True)
+    full = TopicClassifier(tiny_model_dir).predict(DOCS[0], top_k=len(LABELS))["top_k"]
+    city = sum(a["score"] for a in full if a["label"].startswith("城乡建设、环境保护\\"))
+    l1 = {a["label"]: a["score"] for a in res["top_k_l1"]}
+    assert l1["城乡建设、环境保护"] == pytest.approx(city, abs=1e-5)
+    assert res["label_l1"] == res["top_k_l1"][0]["label"]  # the two levels agree
+
+
+def test_long_document_is_read_whole_with_chunks(tiny_model_dir):
+    long_doc = "第一章 总则。" * 300  # ~2,100 characters, many 64-token windows
+    res = predict(long_doc, model=tiny_model_dir)
+    assert res["windows"] > 10 and res["truncated"] is False
+    head = predict(long_doc, model=tiny_model_dir, long_doc="head")
+    assert head["windows"] == 1 and head["truncated"] is True
+
+
+def test_window_cap_is_reported(tiny_model_dir):
+    res = predict("很长的文件。" * 100_000, model=tiny_model_dir)  # 600,000 characters
+    assert res["label"] in LABELS and res["truncated"] is True and res["windows"] == 64
+
+
+def test_evidence_points_into_the_document(tiny_model_dir):
+    text = "城市规划管理。" * 100 + "法院审理刑事案件。" * 100
+    res = predict(text, model=tiny_model_dir, return_evidence=True)
+    ev = res["evidence"]
+    assert 0 <= ev["start"] < ev["end"] <= len(text)
+    assert ev["text"] == text[ev["start"] : ev["end"]]
+
+
+def test_empty_documents_get_no_topic(tiny_model_dir):
+    res = predict(["", "   \n\t", "正常的通知"], model=tiny_model_dir)
+    assert res[0]["label"] is None and res[0]["reason"] == "empty document"
+    assert res[1]["label"] is None and res[1]["score"] is None
+    assert res[2]["label"] in LABELS
+
+
+@pytest.mark.parametrize(
+    "bad, where",
+    [
+        ([None], "position 0"),
+        (["ok", 3], "position 1"),
+        (["ok", ["nested"]], "position 1"),
+        ([b"bytes"], "decode bytes"),
+    ],
+)
+def test_bad_input_types_name_the_position(tiny_model_dir, bad, where):
+    with pytest.raises(TypeError, match=where):
+        predict(bad, model=tiny_model_dir)
+
+
+def test_bytes_document_is_a_type_error(tiny_model_dir):
+    with pytest.raises(TypeError, match="decode"):
+        predict(b"\xe4\xb8\xad", model=tiny_model_dir)
+
+
+def test_model_from_environment_and_missing_model(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("GOVTOPIC_MODEL", str(tiny_model_dir))
+    assert predict("城市规划")["label"] in LABELS
+    monkeypatch.delenv("GOVTOPIC_MODEL")
+    with pytest.raises(ValueError, match="GOVTOPIC_MODEL.*govtopic train"):
+        predict("城市规划")
+
+
+def test_model_is_loaded_once(tiny_model_dir):
+    assert get_classifier(tiny_model_dir) is get_classifier(str(tiny_model_dir))
+
+
+def test_threads_give_the_same_results_as_sequential_calls(tiny_model_dir):
+    clf = TopicClassifier(tiny_model_dir)
+    expected = [clf.predict(d)["label"] for d in DOCS]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda d: clf.predict(d)["label"], DOCS * 4))
+    assert got == expected * 4
+
+
+def test_folder_loads_with_transformers(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    assert set(model.config.id2label.values()) == set(LABELS)
+    out = pipeline("text-classification", model=str(tiny_model_dir), device="cpu")("城市规划管理")
+    assert out[0]["label"] in LABELS

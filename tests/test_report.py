@@ -1,0 +1,197 @@
+"""Reports, plots, run comparison and the model card, from small hand-built metrics."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from govtopic.metrics import compute_metrics, reliability_bins, worst_confusions
+from govtopic.plots import plot_confusion_matrix, plot_per_class_f1, plot_reliability, setup_cjk_font
+from govtopic.report import compare_runs, render_model_card, write_report
+
+LABELS = [
+    "城乡建设、环境保护\\城市规划",
+    "城乡建设、环境保护\\环境监测、保护与治理",
+    "公安、安全、司法\\司法",
+    "卫生、体育\\卫生",
+    "其他",
+]
+GOLD = [LABELS[i] for i in (0, 0, 1, 2, 2, 3, 4, 1)]
+TITLES = [
+    "北京市城市规划条例",
+    "上海市城乡规划条例",
+    "大气污染防治法",
+    "人民调解法",
+    "律师法",
+    "传染病防治法",
+    "某某办法",
+    "水污染防治法",
+]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _probs(right: list[bool]) -> np.ndarray:
+    """Confident and right where ``right`` says so, else confidently the next label."""
+    probs = np.full((len(GOLD), len(LABELS)), 0.025)
+    for i, (g, ok) in enumerate(zip(GOLD, right)):
+        probs[i, (LABELS.index(g) + (0 if ok else 1)) % len(LABELS)] = 0.9
+    return probs
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A complete report folder: metrics of a model that misses two documents, a weaker baseline, plots."""
+    probs = _probs([True, False, True, True, True, True, True, False])
+    metrics = compute_metrics(GOLD, probs, LABELS)
+    baseline = compute_metrics(GOLD, _probs([True, False, False, True, False, True, True, False]), LABELS)
+    baseline["name"] = "char 1-3-gram TF-IDF + LinearSVC"
+    y = np.array([LABELS.index(g) for g in GOLD])
+    l1 = sorted(metrics["l1"]["per_class"])
+    plots = {
+        "confusion_l1": plot_confusion_matrix(
+            [g.split("\\")[0] for g in GOLD], l1[:1] * len(GOLD), l1, tmp_path / "plots" / "confusion_l1.png"
+        ),
+        "f1_l1": plot_per_class_f1(metrics["l1"]["per_class"], tmp_path / "plots" / "f1_l1.png", "F1"),
+        "reliability": plot_reliability(
+            reliability_bins(probs, y), 0.2, 0.1, tmp_path / "plots" / "rel.png", reliability_bins(probs, y)
+        ),
+    }
+    out = tmp_path / "report"
+    paths = write_report(
+        out,
+        metrics=metrics,
+        baseline_metrics=baseline,
+        plots=plots,
+        confusions=worst_confusions(GOLD, probs, LABELS, TITLES),
+        calibration={"temperature": 1.7, "ece_before": 0.21, "ece_after": 0.05},
+        meta={
+            "model_dir": "runs/demo/model",
+            "data_file": "regulations.jsonl.gz",
+            "documents": len(GOLD),
+            "long_doc": "chunks",
+            "date": "2025-01-01",
+        },
+    )
+    return out, paths, plots
+
+
+def test_plots_are_png_files(run):
+    _, _, plots = run
+    for path in plots.values():
+        assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_write_report_writes_three_files_with_chinese_names_and_inlined_plots(run):
+    out, paths, plots = run
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.html", "report.md"]  # no temp files
+    assert {p.name for p in paths.values()} == {"metrics.json", "report.md", "report.html"}
+    record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    # Of the two misses, 城市规划 -> 环境监测 stays under the same first level.
+    assert record["metrics"]["accuracy"] == pytest.approx(0.75)
+    assert record["metrics"]["l1_accuracy"] == pytest.approx(0.875)
+    assert record["baseline"]["name"].startswith("char")
+    assert record["calibration"]["temperature"] == 1.7 and record["meta"]["long_doc"] == "chunks"
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "公安、安全、司法" in md and "城乡建设、环境保护\\城市规划" in md
+    assert "水污染防治法" in md  # the example title of the one first-level confusion
+    assert "1.700" in md and "0.210" in md and "0.050" in md  # temperature and ECE before/after
+    assert "(../plots/confusion_l1.png)" in md
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert '<meta charset="utf-8">' in page and "公安、安全、司法" in page
+    for path in plots.values():
+        assert base64.b64encode(path.read_bytes()).decode("ascii") in page
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 3
+
+
+def test_report_headline_shows_model_minus_baseline(run):
+    md = (run[0] / "report.md").read_text(encoding="utf-8")
+    # The model misses 2 of 8, the baseline 4 of 8: accuracy 0.750 against 0.500.
+    assert re.search(r"\| full label: accuracy \| 0\.750 \| 0\.500 \| \+0\.250 \|", md)
+
+
+def test_report_without_baseline_has_no_baseline_columns(tmp_path):
+    metrics = compute_metrics(GOLD, _probs([True] * 8), LABELS)
+    write_report(tmp_path, metrics=metrics, baseline_metrics=None, plots={}, confusions=[], calibration=None, meta={})
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| metric | model |\n" in md and "baseline F1" not in md
+    assert "no baseline was run" in md and "No confusions." in md
+
+
+def test_compare_runs_shows_deltas_of_the_right_sign(run, tmp_path):
+    better = run[0]
+    worse = tmp_path / "worse" / "metrics.json"
+    worse.parent.mkdir()
+    worse_metrics = compute_metrics(GOLD, _probs([False, False, True, True, False, True, True, False]), LABELS)
+    worse.write_text(json.dumps(worse_metrics, ensure_ascii=False), encoding="utf-8")  # a bare metrics dict
+    text = compare_runs(worse, better)
+    assert re.search(r"full label: accuracy\s+0\.500\s+0\.750\s+\+0\.250", text)
+    lines = [line for line in text.splitlines() if line.startswith(LABELS[0] + " ")]
+    assert lines and lines[0].split()[-1].startswith("+")  # 城市规划 improved from 0 to 1 right
+    backwards = compare_runs(better, worse)
+    assert re.search(r"full label: accuracy\s+0\.750\s+0\.500\s+-0\.250", backwards)
+
+
+def test_compare_runs_names_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        compare_runs(tmp_path, tmp_path)
+
+
+def test_model_card_has_front_matter_results_and_usage():
+    metrics = compute_metrics(GOLD, _probs([True] * 6 + [False] * 2), LABELS)
+    baseline = {**compute_metrics(GOLD, _probs([True] * 4 + [False] * 4), LABELS), "name": "TF-IDF"}
+    card = render_model_card(
+        metrics,
+        baseline,
+        {
+            "model_dir": "runs/govtopic-small/model.partial",
+            "data_file": "data/regulations.jsonl.gz",
+            "train_docs": 2010,
+        },
+    )
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["language"] == ["zh"] and front["license"] == "apache-2.0"
+    assert front["pipeline_tag"] == "text-classification" and front["library_name"] == "transformers"
+    result = front["model-index"][0]
+    assert result["name"] == "govtopic-small"
+    assert result["results"][0]["dataset"]["name"] == "regulations.jsonl.gz"
+    values = {m["name"]: m["value"] for m in result["results"][0]["metrics"]}
+    assert values["Accuracy (first level)"] == pytest.approx(metrics["l1_accuracy"], abs=1e-4)
+    assert values["Macro-F1 (full label)"] == pytest.approx(metrics["macro_f1"], abs=1e-4)
+    for section in (
+        "## Model description",
+        "## Intended use",
+        "## Training data",
+        "## Evaluation results",
+        "## Limitations",
+        "## How to use",
+        "from govtopic import predict",
+        "pipeline(",
+    ):
+        assert section in card
+    assert "| full label: accuracy | 0.750 | 0.500 |" in card
+    assert "title" in card and "其他" in card  # distant labels and the rare 其他 class are named
+
+
+def test_model_card_leaves_out_full_level_figures_it_does_not_have():
+    l1_gold = [g.split("\\")[0] for g in GOLD]
+    metrics = compute_metrics(l1_gold, _probs([True] * 8), LABELS)
+    front = yaml.safe_load(render_model_card(metrics, None, {}).split("---\n")[1])
+    names = [m["name"] for m in front["model-index"][0]["results"][0]["metrics"]]
+    assert names == ["Accuracy (first level)", "Macro-F1 (first level)"]
+
+
+def test_cjk_font_has_glyphs_for_class_names():
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    family = setup_cjk_font()
+    if family is None:
+        pytest.skip("no CJK font installed (apt-get install fonts-wqy-microhei); plots would show boxes")
+    path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
+    font = FT2Font(path)
+    assert all(font.get_char_index(ord(ch)) for ch in "城乡建设环境保护公安司法")

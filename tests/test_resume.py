@@ -1,0 +1,58 @@
+"""Killing `govtopic train` mid-run and running it again continues from the last checkpoint and ends
+where an uninterrupted run ends."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_config
+from govtopic import TopicClassifier
+
+pytestmark = pytest.mark.slow
+DOCS = ["第一条 为了加强城市规划管理，制定本条例。", "人民法院审理刑事案件。", "医疗机构卫生监督管理。"]
+
+
+def train_cmd(config, out_dir):
+    return [
+        sys.executable,
+        "-m",
+        "govtopic.cli",
+        "train",
+        str(config),
+        f"output_dir={out_dir}",
+        "train.max_steps=12",
+        "train.save_steps=4",
+        "train.evaluate_after=false",
+        "eval.calibrate=false",
+    ]
+
+
+def logits(model_dir):
+    clf = TopicClassifier(model_dir)
+    return clf.document_logits(DOCS, clf.long_doc, 8)[0]
+
+
+def test_killed_run_resumes_to_the_same_model(tmp_path):
+    config = tiny_config(tmp_path)
+    whole = subprocess.run(train_cmd(config, tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(config, run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "checkpoint-8" / "trainer_state.json").exists():
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "model").exists()  # no half-written model folder that looks complete
+
+    again = subprocess.run(train_cmd(config, run), cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from" in again.stderr and "checkpoint-" in again.stderr
+    np.testing.assert_allclose(logits(run / "model"), logits(tmp_path / "whole" / "model"), atol=1e-4)
