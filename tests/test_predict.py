@@ -119,3 +119,34 @@ def test_folder_loads_with_transformers(tiny_model_dir):
     assert set(model.config.id2label.values()) == set(LABELS)
     out = pipeline("text-classification", model=str(tiny_model_dir), device="cpu")("城市规划管理")
     assert out[0]["label"] in LABELS
+
+
+def test_messy_input_is_handled(tiny_model_dir):
+    docs = [
+        "<p>关于&nbsp;城市规划</p><br/>的通知",
+        "控制\x00字符\x07与😀表情 mixed English 文字",
+        "索引号:\nSY001\n主题分类:\n其他",
+    ]
+    res = predict(docs, model=tiny_model_dir)
+    assert res[0]["label"] in LABELS and res[1]["label"] in LABELS
+    # Only a metadata header: nothing is left to classify, so no topic is invented.
+    assert res[2]["label"] is None and "normalisation" in res[2]["reason"]
+
+
+@pytest.mark.slow
+def test_million_character_document_in_bounded_memory(tiny_model_dir):
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys\n"
+        "from govtopic import predict\n"
+        "doc = '第一条 本市加强城市规划管理，GDP增长。' * 50000\n"
+        "r = predict(doc, model=sys.argv[1])\n"
+        "print(len(doc), r['windows'], r['truncated'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_model_dir)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    chars, windows, truncated, peak_kb = out.stdout.split()
+    assert int(chars) >= 1_000_000 and windows == "64" and truncated == "True"
+    assert int(peak_kb) < 2_000_000  # well under 2 GB for a 1,000,000-character document

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="start over instead of skipping documents already in OUTPUT"
     )
 
+    x = sub.add_parser("export", help="export a model folder to ONNX (needs the onnx extra)")
+    x.add_argument("model_dir")
+    x.add_argument("--format", choices=["onnx"], default="onnx")
+    x.add_argument("--output", help="folder for model.onnx (default: MODEL_DIR-onnx)")
+    x.add_argument("--opset", type=int, default=17)
+
     c = sub.add_parser("compare", help="per-class F1 deltas between two evaluation folders")
     c.add_argument("run_a")
     c.add_argument("run_b")
@@ -123,6 +129,18 @@ def _predict(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from govtopic.export import export_onnx
+
+    output = args.output or f"{str(args.model_dir).rstrip('/')}-onnx"
+    result = export_onnx(args.model_dir, output, opset=args.opset)
+    print(
+        f"ONNX model written to {result['path']}; agreement with the original on {result['windows']} windows: "
+        f"{result['label_agreement']:.1%} same label, max |logit difference| {result['max_abs_logit_diff']:.2e}"
+    )
+    return 0
+
+
 def _compare(args) -> int:
     from govtopic.report import compare_runs
 
@@ -141,10 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     from govtopic.data import DataError
     from govtopic.modeling import ModelLoadError
 
-    handlers = {"train": _train, "pretrain": _pretrain, "evaluate": _evaluate, "predict": _predict, "compare": _compare}
+    handlers = {
+        "train": _train,
+        "pretrain": _pretrain,
+        "evaluate": _evaluate,
+        "predict": _predict,
+        "compare": _compare,
+        "export": _export,
+    }
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError) as err:
         print(f"govtopic {args.command}: error: {err}", file=sys.stderr)
         return 2
 

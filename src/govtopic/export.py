@@ -1,0 +1,207 @@
+"""Exporting a model folder to ONNX, and checking the exported graph against the torch model it came from.
+
+The ONNX folder holds ``model.onnx`` (inputs ``input_ids`` and ``attention_mask``, output ``logits``, batch
+and sequence axes dynamic) next to the original config.json, tokenizer files and govtopic_config.yaml, so
+the label map and the long-document settings travel with it. Needs the optional extra:
+``pip install 'govtopic[onnx]'``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from govtopic.fsutil import replace_dir
+from govtopic.modeling import ModelLoadError
+from govtopic.normalize import normalize
+from govtopic.predict import TopicClassifier
+from govtopic.windows import Windows
+
+logger = logging.getLogger(__name__)
+
+ONNX_NAME = "model.onnx"
+# Copied next to model.onnx when present: the label map, the govtopic settings and the tokenizer.
+COPIED_FILES = (
+    "config.json",
+    "govtopic_config.yaml",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+# The exporter has no ONNX form of scaled_dot_product_attention before opset 14.
+MIN_OPSET = 14
+# Windows per batch in the agreement check; small, so the batches differ in padding.
+CHECK_BATCH = 4
+# Check documents of different lengths: a phrase, sentences, and a text long enough for several windows.
+DEFAULT_CHECK_DOCS = [
+    "城市规划",
+    "关于进一步加强医疗机构药品采购管理的通知",
+    "为加强饮用水水源地环境保护，防治水污染，保障公众身体健康，根据有关法律法规，结合本市实际，制定本办法。",
+    "人民法院应当依法公开审判案件，保障当事人的诉讼权利。检察机关对诉讼活动实行法律监督。",
+    "第一条 为了规范城乡规划管理，协调城乡空间布局，改善人居环境，促进城乡经济社会全面协调可持续发展，制定本条例。"
+    * 12,
+]
+
+
+def export_onnx(
+    model_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    opset: int = 17,
+    check_docs: list[str] | None = None,
+) -> dict:
+    """Export the classifier in ``model_dir`` to ``output_dir/model.onnx`` and check it against torch.
+
+    ``output_dir`` is written atomically (an older one is replaced only once the new one is complete). The
+    check runs both models on the windows the predictor makes from ``check_docs`` (default: a few built-in
+    Chinese texts), in the same padded batches. Returns ``path`` (of model.onnx), ``max_abs_logit_diff``,
+    ``label_agreement`` (fraction of windows with the same top label), ``windows`` and ``seconds``.
+    """
+    started = time.time()
+    onnx, ort = _require_onnx()
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    _check_arguments(model_dir, output_dir, opset)
+    clf = TopicClassifier(model_dir, device="cpu")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp makes 0700; a model folder is meant to be shared
+        _export_graph(clf, staging / ONNX_NAME, opset)
+        onnx.checker.check_model(str(staging / ONNX_NAME))
+        for name in COPIED_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, staging / name)
+        session = ort.InferenceSession(str(staging / ONNX_NAME), providers=["CPUExecutionProvider"])
+        check = compare(clf, session, DEFAULT_CHECK_DOCS if check_docs is None else check_docs)
+        replace_dir(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result = {"path": str(output_dir / ONNX_NAME), **check, "seconds": round(time.time() - started, 3)}
+    if check["label_agreement"] < 1.0:
+        logger.warning("ONNX and torch disagree on %.1f%% of windows: %s", 100 * (1 - check["label_agreement"]), result)
+    logger.info("exported %s (max |logit diff| %.2e)", result["path"], check["max_abs_logit_diff"])
+    return result
+
+
+def _require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError(
+            f"ONNX export needs the onnx and onnxruntime packages ({err}); install them with "
+            "pip install 'govtopic[onnx]'"
+        ) from err
+    return onnx, onnxruntime
+
+
+def _check_arguments(model_dir: Path, output_dir: Path, opset: int) -> None:
+    if not model_dir.is_dir():
+        raise ModelLoadError(
+            f"model folder {model_dir} does not exist; pass the folder that holds config.json and "
+            "model.safetensors (the one `govtopic train` printed at the end)"
+        )
+    out, src = output_dir.resolve(), model_dir.resolve()
+    if out == src or out in src.parents:
+        raise ValueError(
+            f"output_dir {output_dir} holds the model folder {model_dir} and would replace it; export to "
+            f"another folder, e.g. {model_dir}-onnx"
+        )
+    if output_dir.exists() and not (output_dir / ONNX_NAME).is_file():
+        # output_dir is replaced as a whole: never a folder that is not an earlier export.
+        raise ValueError(
+            f"output_dir {output_dir} exists and holds no {ONNX_NAME}, so it is not an earlier export; "
+            "pass a new folder or remove this one"
+        )
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be at least {MIN_OPSET} (attention has no ONNX form before it), got {opset}")
+
+
+class _LogitsOnly(torch.nn.Module):
+    """The classifier as a plain function of (input_ids, attention_mask) -> logits, as the predictor calls it.
+
+    token_type_ids is left out on purpose: the predictor never passes it, so BERT uses its all-zero default.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def _export_graph(clf: TopicClassifier, path: Path, opset: int) -> None:
+    # Trace with a padded batch of two, so the graph keeps the attention mask (an all-ones mask can be dropped).
+    windows = clf.encode(["国务院办公厅关于加强城市规划管理的通知", "通知"], clf.long_doc)
+    ids, mask = pad_batch(windows, np.arange(len(windows)), clf.tokenizer.pad_token_id or 0)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    kwargs = {}
+    # The TorchScript exporter needs only onnx; the torch.export one (default from torch 2.9) also needs
+    # onnxscript, which the [onnx] extra does not install, and is ~20x slower on BERT for the same graph.
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False
+    with warnings.catch_warnings(), torch.no_grad():
+        # Known and harmless here: the deprecation notices of the TorchScript exporter, transformers' shape
+        # checks that trace as constants (they hold for any input whose mask matches input_ids), and the
+        # note on negative gather indices (the mask is built from aranges). compare() checks the numbers.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
+        torch.onnx.export(
+            # In eval mode: the exporter restores the wrapper's mode afterwards, and a new Module is in
+            # train mode, which would switch the shared model's dropout on.
+            _LogitsOnly(clf.model).eval(),
+            (torch.from_numpy(ids), torch.from_numpy(mask)),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={**axes, "logits": {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            **kwargs,
+        )
+
+
+def pad_batch(windows: Windows, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) of the given windows, int64, padded to the longest of them."""
+    longest = max(len(windows.input_ids[i]) for i in rows)
+    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for row, i in enumerate(rows):
+        seq = windows.input_ids[i]
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def compare(clf: TopicClassifier, session, docs: list[str], batch_size: int = CHECK_BATCH) -> dict:
+    """Largest logit difference and top-label agreement of torch and ONNX on the predictor's windows."""
+    clean = [t for t in (normalize(d, clf.normalize_config) for d in docs) if t.strip()]
+    if not clean:
+        raise ValueError("check_docs has no text left after normalisation; pass a few real documents")
+    windows = clf.encode(clean, clf.long_doc)
+    # As the predictor batches: longest first, each batch padded only to its own longest window.
+    order = np.argsort([-len(ids) for ids in windows.input_ids], kind="stable")
+    pad = clf.tokenizer.pad_token_id or 0
+    worst, same = 0.0, 0
+    for b in range(0, len(order), batch_size):
+        ids, mask = pad_batch(windows, order[b : b + batch_size], pad)
+        ref = clf.model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.float().numpy()
+        (got,) = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
+        worst = max(worst, float(np.abs(got - ref).max()))
+        same += int((got.argmax(axis=1) == ref.argmax(axis=1)).sum())
+    return {"max_abs_logit_diff": worst, "label_agreement": same / len(windows), "windows": len(windows)}
