@@ -214,9 +214,11 @@ def predict_files(
             evidence,
             progress,
         )
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # Without CUDA the processes run on the CPU and talk over gloo.
+    state = PartialState(cpu=not torch.cuda.is_available())
     part = output.with_name(f"{output.name}.part{state.process_index}")
     part_errors = errors.with_name(f"{errors.name}.part{state.process_index}")
     counts = _predict_shard(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def _train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     model_dir = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under accelerate launch the first process reports
     print(f"model folder: {model_dir}")
     report = Path(cfg.output_dir) / "eval" / "report.md"
     if report.is_file():

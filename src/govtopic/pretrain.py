@@ -121,6 +121,8 @@ def sparse_mlm_class():
                 return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             picked = labels != -100
+            if not picked.any():  # nothing masked in this batch: a zero loss, not NaN
+                return MaskedLMOutput(loss=hidden.sum() * 0.0)
             logits = self.cls(hidden[picked])
             return MaskedLMOutput(loss=nn.functional.cross_entropy(logits.float(), labels[picked]))
 
@@ -144,6 +146,15 @@ def build_mlm(cfg: Config):
     return cls(config)
 
 
+def _set_architecture(config_path: Path, name: str) -> None:
+    """save_pretrained writes the subclass name; the folder should name the standard class it loads as."""
+    import json
+
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["architectures"] = [name]
+    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
 def pretrain(cfg: Config) -> Path:
     """Run MLM pre-training; returns the folder to fine-tune from."""
     from datasets import Dataset
@@ -161,6 +172,7 @@ def pretrain(cfg: Config) -> Path:
     data = Dataset.from_dict(sequences(tokenizer, load_texts(cfg), pc.max_length, pc.whole_word_mask))
     logger.info("%d sequences of up to %d tokens", len(data), pc.max_length)
     mlm = build_mlm(cfg)
+    mlm.accepts_loss_kwargs = False  # the sparse loss is a plain mean (see training.train)
     args = training_arguments(cfg, run_dir / "checkpoints")
     args.remove_unused_columns = False
     trainer = Trainer(
@@ -175,8 +187,8 @@ def pretrain(cfg: Config) -> Path:
     if not trainer.is_world_process_zero():
         return run_dir / "model"
     staging = run_dir / "model.partial"
-    mlm.config.architectures = ["BertForMaskedLM"]  # loads with AutoModelForMaskedLM / ...ForSequenceClassification
     mlm.save_pretrained(staging, safe_serialization=True)
+    _set_architecture(staging / "config.json", "BertForMaskedLM")
     tokenizer.save_pretrained(staging)
     cfg.save(staging / "govtopic_config.yaml")
     (staging / "pretrain_log.txt").write_text(
