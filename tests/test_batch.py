@@ -85,3 +85,22 @@ def test_parquet_input(tiny_model_dir, tmp_path):
     out = tmp_path / "p.jsonl"
     counts = predict_files([str(tmp_path / "t.parquet")], str(tiny_model_dir), out, text_column="doc", progress=False)
     assert counts["predicted"] == 2 and [r["id"] for r in read_jsonl(out)] == ["p1", "p2"]
+
+
+def test_bad_bytes_deep_in_a_csv_are_reported_per_row(tiny_model_dir, tmp_path):
+    rows = "".join(f"r{i},城市规划第{i}条\n" for i in range(400)).encode("utf-8")
+    (tmp_path / "big.csv").write_bytes(b"id,text\n" + rows + b"r400,\xff\xfe\n" + "r401,司法\n".encode("utf-8"))
+    out = tmp_path / "p.jsonl"
+    counts = predict_files([str(tmp_path / "big.csv")], str(tiny_model_dir), out, progress=False)
+    assert counts["predicted"] == 401 and counts["errors"] == 1
+    error = read_jsonl(tmp_path / "p.errors.jsonl")[0]
+    assert error["source"].endswith("big.csv:402") and "undecodable" in error["error"]
+
+
+def test_damaged_parquet_is_an_error_record_not_a_stop(tiny_model_dir, tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really parquet")
+    (tmp_path / "ok.txt").write_text("城市规划", encoding="utf-8")
+    out = tmp_path / "p.jsonl"
+    counts = predict_files([str(tmp_path / "bad.parquet"), str(tmp_path / "ok.txt")], str(tiny_model_dir), out,
+                           progress=False)
+    assert counts["predicted"] == 1 and counts["errors"] == 1

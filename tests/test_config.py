@@ -85,3 +85,10 @@ def test_yaml_code_tags_are_refused(tmp_path):
     path = write(tmp_path, "output_dir: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_values_that_would_fail_late_are_caught_early():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.warmup_ratio=2", "eval.batch_size=0", "pretrain.mlm_probability=15",
+                           "train.epochs=-1"])
+    assert len(info.value.problems) == 4

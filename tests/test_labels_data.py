@@ -122,3 +122,15 @@ def test_bundled_sample_keeps_the_fixed_split():
     data = load_labelled(DataConfig(train_file=str(SAMPLE), taxonomy=str(TAXONOMY)), None, 42)
     assert len(data.test) == 568  # the labelled test rows of the shared data
     assert data.skipped["unlabelled"] == 366
+
+
+def test_separate_test_file_never_leaks_into_training(tmp_path):
+    data = rows(30)
+    for i, r in enumerate(data):
+        r["split"] = "test" if i % 3 == 0 else "train"
+    path = write_jsonl(tmp_path / "d.jsonl", data)
+    cfg = DataConfig(train_file=str(path), test_file=str(path), validation_from_train=0.0)
+    split = load_labelled(cfg, None, 0)
+    assert len(split.test) == 10  # the test file's own test rows
+    assert not set(split.train.texts) & set(split.test.texts)
+    assert split.skipped["train_rows_also_in_test_file"] == 10

@@ -150,3 +150,14 @@ def test_million_character_document_in_bounded_memory(tiny_model_dir):
     chars, windows, truncated, peak_kb = out.stdout.split()
     assert int(chars) >= 1_000_000 and windows == "64" and truncated == "True"
     assert int(peak_kb) < 2_000_000  # well under 2 GB for a 1,000,000-character document
+
+
+def test_first_alternative_is_the_returned_label(tiny_model_dir):
+    for res in predict(DOCS, model=tiny_model_dir, top_k=4):
+        assert res["top_k"][0]["label"] == res["label"]
+        assert res["top_k_l1"][0]["label"] == res["label_l1"]
+
+
+def test_text_with_no_readable_characters_gets_no_topic(tiny_model_dir):
+    res = predict("\u200d", model=tiny_model_dir)  # a zero-width joiner survives normalisation, no token
+    assert res["label"] is None and res["reason"]

@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +23,17 @@ logger = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 ENCODINGS = ("utf-8-sig", "gb18030")
+
+
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+@dataclass
+class Columns:
+    text: str = "text"
+    id: str = "id"
+    # When the model was trained with the title before the body, the same column is read here.
+    title: str | None = None
 
 
 @dataclass
@@ -61,7 +73,8 @@ def _open_text(path: Path):
             encoding = "gb18030"
     import io
 
-    return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
+    # Undecodable bytes become lone surrogates, reported per row (see _UNDECODED), not a stop.
+    return io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
 
 
 def _table_kind(path: Path) -> str:
@@ -69,7 +82,7 @@ def _table_kind(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _read_jsonl(path: Path, text_col: str, id_col: str) -> Iterator[Record]:
+def _read_jsonl(path: Path, cols: Columns) -> Iterator[Record]:
     # Lines are decoded one by one, so one undecodable line is reported and the rest still read.
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
@@ -81,77 +94,95 @@ def _read_jsonl(path: Path, text_col: str, id_col: str) -> Iterator[Record]:
                 yield Record(source, error=f"line {number}: neither UTF-8 nor GB18030")
                 continue
             if line.strip():
-                yield _json_record(line, source, text_col, id_col)
+                yield _json_record(line, source, cols)
 
 
-def _json_record(line: str, source: str, text_col: str, id_col: str) -> Record:
+def _json_record(line: str, source: str, cols: Columns) -> Record:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         return Record(source, error=f"malformed JSON ({err.msg} at column {err.colno})")
     if not isinstance(row, dict):
         return Record(source, error="expected a JSON object")
-    return _row_record(row, source, text_col, id_col)
+    return _row_record(row, source, cols)
 
 
-def _row_record(row: dict, source: str, text_col: str, id_col: str) -> Record:
-    ident = row.get(id_col)
+def _row_record(row: dict, source: str, cols: Columns) -> Record:
+    ident = row.get(cols.id)
     ident = None if ident is None else str(ident)
-    if text_col not in row:
-        return Record(source, ident, error=f"no {text_col!r} column (use --text-column)")
-    text = row[text_col]
+    if cols.text not in row:
+        return Record(source, ident, error=f"no {cols.text!r} column (use --text-column)")
+    text = row[cols.text]
     if not isinstance(text, str):
-        return Record(source, ident, error=f"{text_col!r} is {type(text).__name__}, not text")
+        return Record(source, ident, error=f"{cols.text!r} is {type(text).__name__}, not text")
+    if _UNDECODED.search(text):
+        return Record(source, ident, error="undecodable bytes (neither UTF-8 nor GB18030)")
+    title = row.get(cols.title) if cols.title else None
+    if isinstance(title, str) and title.strip():
+        text = f"{title}\n{text}"  # the model was trained with the title before the body
     return Record(source, ident, text)
 
 
-def _read_csv(path: Path, text_col: str, id_col: str) -> Iterator[Record]:
+def _read_csv(path: Path, cols: Columns) -> Iterator[Record]:
     csv.field_size_limit(sys.maxsize)
     with _open_text(path) as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is None or text_col not in reader.fieldnames:
+        if reader.fieldnames is None or cols.text not in reader.fieldnames:
             yield Record(
-                str(path), error=f"no {text_col!r} column in the header {reader.fieldnames} (use --text-column)"
+                str(path), error=f"no {cols.text!r} column in the header {reader.fieldnames} (use --text-column)"
             )
             return
         for number, row in enumerate(reader, 2):
-            yield _row_record(row, f"{path}:{number}", text_col, id_col)
+            yield _row_record(row, f"{path}:{number}", cols)
 
 
-def _read_parquet(path: Path, text_col: str, id_col: str) -> Iterator[Record]:
+def _read_parquet(path: Path, cols: Columns) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    if text_col not in pf.schema_arrow.names:
-        yield Record(str(path), error=f"no {text_col!r} column; columns: {pf.schema_arrow.names} (use --text-column)")
+    if cols.text not in pf.schema_arrow.names:
+        yield Record(str(path), error=f"no {cols.text!r} column; columns: {pf.schema_arrow.names} (use --text-column)")
         return
-    columns = [c for c in (text_col, id_col) if c in pf.schema_arrow.names]
+    columns = [c for c in (cols.text, cols.id, cols.title) if c and c in pf.schema_arrow.names]
     row = 0
     for batch in pf.iter_batches(batch_size=1024, columns=columns):
         for item in batch.to_pylist():
-            yield _row_record(item, f"{path}:{row}", text_col, id_col)
+            yield _row_record(item, f"{path}:{row}", cols)
             row += 1
 
 
-def iter_records(inputs: list[str], text_col: str = "text", id_col: str = "id") -> Iterator[Record]:
-    """Documents of every input, in order: .txt files, folders of them (sorted), and tables."""
+def iter_records(inputs: list[str], cols: Columns | None = None) -> Iterator[Record]:
+    """Documents of every input, in order: .txt files, folders of them (sorted), and tables.
+
+    A file that breaks while being read (a damaged Parquet file, say) ends in an error record naming it;
+    the remaining inputs are still read.
+    """
+    cols = cols or Columns()
     for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".txt")
-            if not files:
-                yield Record(str(path), error="folder holds no .txt files")
-            yield from (_read_txt(p) for p in files)
-        elif not path.is_file():
-            yield Record(str(path), error="no such file or folder")
-        elif _table_kind(path) in (".jsonl", ".json"):
-            yield from _read_jsonl(path, text_col, id_col)
-        elif _table_kind(path) == ".csv":
-            yield from _read_csv(path, text_col, id_col)
-        elif _table_kind(path) == ".parquet":
-            yield from _read_parquet(path, text_col, id_col)
-        else:
-            yield _read_txt(path)
+        try:
+            yield from _records_of(item, cols)
+        except Exception as err:  # noqa: BLE001 - any reader failure becomes a reported record, not a stop
+            yield Record(str(item), error=f"could not be read further: {type(err).__name__}: {err}")
+
+
+def _records_of(item: str, cols: Columns) -> Iterator[Record]:
+    path = Path(item)
+    kind = _table_kind(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".txt")
+        if not files:
+            yield Record(str(path), error="folder holds no .txt files")
+        yield from (_read_txt(p) for p in files)
+    elif not path.is_file():
+        yield Record(str(path), error="no such file or folder")
+    elif kind in (".jsonl", ".json"):
+        yield from _read_jsonl(path, cols)
+    elif kind == ".csv":
+        yield from _read_csv(path, cols)
+    elif kind == ".parquet":
+        yield from _read_parquet(path, cols)
+    else:
+        yield _read_txt(path)
 
 
 def _done_sources(output: Path) -> set[str]:
@@ -291,7 +322,8 @@ def _predict_shard(
     keep_position = world > 1
     with open(output, "a", encoding="utf-8") as out, open(errors, "a", encoding="utf-8") as err:
         pending: list[Record] = []
-        for position, rec in enumerate(iter_records(inputs, text_column, id_column)):
+        title = (getattr(clf.model.config, "govtopic", None) or {}).get("title_column")
+        for position, rec in enumerate(iter_records(inputs, Columns(text_column, id_column, title))):
             if position % world != rank:
                 continue
             rec.position = position if keep_position else None

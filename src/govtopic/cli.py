@@ -27,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("data_file")
     e.add_argument("--output", help="report folder (default: RUN/eval/DATA_NAME beside the model folder)")
     e.add_argument(
-        "--split", default="test", help="split to use when the file has a split column ('all' for every row)"
+        "--split",
+        default="test",
+        choices=["train", "validation", "test", "all"],
+        help="split to use when the file has a split column ('all' for every row)",
     )
     e.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     e.add_argument("--long-doc", choices=["head", "head_tail", "chunks"], help="override the model's strategy")
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, ModelLoadError, FileNotFoundError, ValueError, ImportError) as err:
+    except (ConfigError, DataError, ModelLoadError, OSError, ValueError, ImportError) as err:
         print(f"govtopic {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -68,8 +68,7 @@ class DataConfig:
     taxonomy: str | None = None
     # "full" keeps 一级\二级 labels; "l1" trains on the first level only.
     label_level: Literal["full", "l1"] = "full"
-    # Fractions of the labelled rows used when there is no split column.
-    validation_fraction: float = 0.1
+    # Fraction of the labelled rows held out for testing when there is no split column.
     test_fraction: float = 0.2
     # Fraction of the train split held out for validation when the split column has no validation rows.
     validation_from_train: float = 0.1
@@ -281,9 +280,22 @@ def _check_values(cfg: Config, problems: list[str]) -> None:
         if getattr(tr, name) is not None and getattr(tr, name) < 1:
             problems.append(f"train.{name}: must be at least 1, got {getattr(tr, name)}")
     d = cfg.data
-    for name in ("validation_fraction", "test_fraction", "validation_from_train"):
+    for name in ("test_fraction", "validation_from_train"):
         if getattr(d, name) is not None and not 0 <= getattr(d, name) < 1:
             problems.append(f"data.{name}: expected a fraction in [0, 1), got {getattr(d, name)}")
+    if not 0 <= tr.warmup_ratio < 1:
+        problems.append(f"train.warmup_ratio: expected a fraction of the steps in [0, 1), got {tr.warmup_ratio}")
+    if tr.epochs <= 0:
+        problems.append(f"train.epochs: must be above 0, got {tr.epochs}")
+    if tr.max_steps is not None and tr.max_steps < 1:
+        problems.append(f"train.max_steps: must be at least 1 (or null to use train.epochs), got {tr.max_steps}")
+    if cfg.eval.batch_size < 1:
+        problems.append(f"eval.batch_size: must be at least 1, got {cfg.eval.batch_size}")
+    pt = cfg.pretrain
+    if not 0 < pt.mlm_probability < 1:
+        problems.append(f"pretrain.mlm_probability: expected a fraction in (0, 1), got {pt.mlm_probability}")
+    if not 32 <= pt.max_length <= 8192:
+        problems.append(f"pretrain.max_length: expected 32..8192 tokens, got {pt.max_length}")
     if any(k < 1 for k in cfg.eval.top_k if isinstance(k, int)):
         problems.append(f"eval.top_k: values must be at least 1, got {cfg.eval.top_k}")
 

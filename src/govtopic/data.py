@@ -163,6 +163,9 @@ def _stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np
     rest = idx[~single]
     rest_labels = [labels[i] for i in rest]
     n_held = max(1, round(fraction * len(rest)))
+    if n_held >= len(rest):
+        logger.warning("too few documents (%d) to hold out a fraction of %.2f; nothing held out", len(rest), fraction)
+        return idx, idx[:0]
     stratify = rest_labels if n_held >= len(set(rest_labels)) else None
     kept, held = train_test_split(rest, test_size=n_held, random_state=seed, stratify=stratify)
     return np.sort(np.concatenate([kept, idx[single]])), np.sort(held)
@@ -183,7 +186,7 @@ def assign_splits(rows: list[dict], cfg: DataConfig, seed: int) -> dict[str, lis
     if col and col in rows[0]:
         groups: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
         for i in labelled:
-            name = _SPLIT_NAMES.get(str(rows[i].get(col) or "").strip().lower())
+            name = split_name(rows[i].get(col))
             if name is None:
                 raise DataError(
                     f"row {i + 1}: split {rows[i].get(col)!r} in column {col!r} is not train/validation/test"
@@ -206,12 +209,12 @@ def load_labelled(cfg: DataConfig, norm: NormalizeConfig | None, seed: int) -> L
         raise DataError("data.train_file is not set; point it at a JSONL, CSV or Parquet file of documents")
     taxonomy = Taxonomy.load(cfg.taxonomy) if cfg.taxonomy else None
     rows = parse_rows(read_table(cfg.train_file), cfg.train_file, cfg, taxonomy)
-    skipped = {"unlabelled": sum(r["_label"] is None for r in rows)}
+    skipped: dict[str, int] = {"unlabelled": sum(r["_label"] is None for r in rows)}
     groups = assign_splits(rows, cfg, seed)
     if cfg.test_file:
-        test_rows = parse_rows(read_table(cfg.test_file), cfg.test_file, cfg, taxonomy)
-        test = _to_split(test_rows, [i for i, r in enumerate(test_rows) if r["_label"] is not None], cfg, norm)
+        test = load_eval_file(cfg.test_file, cfg, norm, "test", taxonomy)
         groups["train"] += groups.pop("test")
+        groups = _drop_overlap(rows, groups, set(test.texts), cfg, norm, skipped)
     train_idx = groups["train"]
     if cfg.max_train_samples is not None:
         train_idx = train_idx[: cfg.max_train_samples]
@@ -239,15 +242,40 @@ def load_labelled(cfg: DataConfig, norm: NormalizeConfig | None, seed: int) -> L
     return LabelledData(train, validation, test, label_names, skipped)
 
 
+def _drop_overlap(rows, groups, test_texts: set[str], cfg, norm, skipped: dict) -> dict[str, list[int]]:
+    """Training and validation rows whose text is also in the test file are left out (no leak)."""
+    out = dict(groups)
+    for name in ("train", "validation"):
+        texts = normalize_many([document_text(rows[i], cfg) for i in groups[name]], norm)
+        out[name] = [i for i, t in zip(groups[name], texts) if t not in test_texts]
+        dropped = len(groups[name]) - len(out[name])
+        if dropped:
+            skipped[f"{name}_rows_also_in_test_file"] = dropped
+            logger.warning("%d %s row(s) also in %s left out", dropped, name, cfg.test_file)
+    return out
+
+
+def split_name(value: object) -> str | None:
+    """train / validation / test from the spellings data files use (dev, valid, val, ...)."""
+    return _SPLIT_NAMES.get(str(value or "").strip().lower())
+
+
 def load_eval_file(
-    path: str | Path, cfg: DataConfig, norm: NormalizeConfig | None, split: str | None = "test"
+    path: str | Path,
+    cfg: DataConfig,
+    norm: NormalizeConfig | None,
+    split: str | None = "test",
+    taxonomy: Taxonomy | None = None,
 ) -> Split:
-    """Labelled documents of one file for evaluation: its test split when it has a split column."""
-    rows = parse_rows(read_table(path), str(path), cfg, None)
+    """Labelled documents of one file for evaluation: its ``split`` rows when it has a split column."""
+    rows = parse_rows(read_table(path), str(path), cfg, taxonomy)
     col = cfg.split_column
     keep = [i for i, r in enumerate(rows) if r["_label"] is not None]
-    if split and col and col in rows[0]:
-        keep = [i for i in keep if _SPLIT_NAMES.get(str(rows[i].get(col)).lower()) == split]
     if not keep:
         raise DataError(f"{path}: no labelled rows to evaluate (label column {cfg.label_column!r})")
+    if split and col and col in rows[0]:
+        wanted = split_name(split)
+        keep = [i for i in keep if split_name(rows[i].get(col)) == wanted]
+        if not keep:
+            raise DataError(f"{path}: no labelled rows in split {split!r} of column {col!r}; use --split all")
     return _to_split(rows, keep, cfg, norm)

@@ -127,9 +127,11 @@ def evaluate_split(
     baseline = _baseline_metrics(train_split, split, clf.labels, cfg)
     plots = _plots(out_dir, metrics, split.labels, probs, clf.labels, bins[0], bins[1], ece)
     confusions = worst_confusions(split.labels, probs, clf.labels, split.titles)
+    meta = dict(meta or {})
     meta = {
-        **(meta or {}),
-        "model_dir": str(model_dir),
+        **meta,
+        # Training evaluates the staged folder; the report names the folder it is moved to.
+        "model_dir": meta.pop("final_model_dir", str(model_dir)),
         "documents": len(split),
         "long_doc": ld.strategy,
         "pooling": ld.pooling,

@@ -54,7 +54,7 @@ def load_tokenizer(name_or_path: str, revision: str | None = None):
         ) from err
 
 
-def build_for_training(cfg: ModelConfig, label_names: list[str]):
+def build_for_training(cfg: ModelConfig, label_names: list[str], max_length: int | None = None):
     """A sequence classifier with one output per label: pretrained weights, or random from a config."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -77,6 +77,12 @@ def build_for_training(cfg: ModelConfig, label_names: list[str]):
         if getattr(cfg, name) is not None:
             setattr(config, name, getattr(cfg, name))
     config._attn_implementation = cfg.attn_implementation
+    positions = getattr(config, "max_position_embeddings", None)
+    if max_length and positions and max_length > positions:
+        raise ValueError(
+            f"long_doc.max_length {max_length} is more than the model's {positions} positions; "
+            f"set long_doc.max_length to {positions} or less (longer documents are read in windows anyway)"
+        )
     if cfg.from_scratch:
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation=cfg.attn_implementation)
     else:

@@ -68,6 +68,15 @@ class TopicClassifier:
         self.long_doc = LongDocConfig(**settings.get("long_doc", {}))
         self.normalize_config = NormalizeConfig(**settings.get("normalize", {}))
         self.temperature = float(settings.get("temperature", 1.0))
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions and self.long_doc.max_length > positions:
+            logger.warning(
+                "long_doc.max_length %d exceeds the model's %d positions; using %d",
+                self.long_doc.max_length,
+                positions,
+                positions,
+            )
+            self.long_doc = dataclasses.replace(self.long_doc, max_length=positions)
         self.precision = settings.get("precision", "auto")
         n = self.model.config.num_labels
         self.labels = [self.model.config.id2label[i] for i in range(n)]
@@ -166,6 +175,9 @@ class TopicClassifier:
             logits, info = self.document_logits(texts_g, cfg, batch_size, return_evidence)
             probs = _softmax(logits / self.temperature)
             for k, i in enumerate(group):
+                if info[k]["tokens"] == 0:  # e.g. only zero-width or combining characters survived
+                    results[i] = _empty_result(docs[i], "no readable characters (nothing the tokenizer can read)")
+                    continue
                 results[i] = self._result(probs[k], info[k], top_k, texts_g[k] if return_evidence else None)
             bar.update(len(group))
         bar.close()
@@ -186,7 +198,10 @@ class TopicClassifier:
             "truncated": info["truncated"],
         }
         if top_k > 1:
-            top = np.argsort(-probs)[:top_k]
+            # The returned label first (it is chosen top-down, so it need not have the largest flat score),
+            # then the other labels by score.
+            rest = [j for j in np.argsort(-probs) if j != best]
+            top = [best, *rest[: top_k - 1]]
             out["top_k"] = [{"label": self.labels[j], "score": float(probs[j])} for j in top]
             l1_top = np.argsort(-l1_probs[0])[:top_k]
             out["top_k_l1"] = [{"label": l1_names[j], "score": float(l1_probs[0][j])} for j in l1_top]
@@ -205,8 +220,11 @@ def _evidence(rows_info, label_index: int, text: str) -> dict:
     return {"start": start, "end": end, "text": passage, "window": k}
 
 
-def _empty_result(raw: str) -> dict:
-    reason = "empty document" if not raw.strip() else "no text left after normalisation (only boilerplate or markup)"
+def _empty_result(raw: str, reason: str | None = None) -> dict:
+    if reason is None:
+        reason = (
+            "empty document" if not raw.strip() else "no text left after normalisation (only boilerplate or markup)"
+        )
     return {
         "label": None,
         "label_l1": None,
@@ -269,12 +287,13 @@ def predict(
     return_evidence: bool = False,
     device: str | None = None,
     progress: bool | None = None,
+    allow_pickle: bool = False,
 ) -> dict | list[dict]:
     """Predict the 主题分类 topic of one document (str) or many (list); see ``TopicClassifier.predict``."""
     docs, single = _check_texts(texts)
     if not docs:
         return []
-    clf = get_classifier(model, device)
+    clf = get_classifier(model, device, allow_pickle=allow_pickle)
     return clf.predict(
         docs[0] if single else docs,
         batch_size=batch_size,

@@ -98,6 +98,8 @@ def save_model_folder(model, tokenizer, cfg: Config, folder: Path, temperature: 
         "normalize": _asdict(cfg.normalize),
         "temperature": temperature,
         "precision": cfg.train.precision,
+        # govtopic predict puts the title before the body as in training when a table has this column.
+        "title_column": cfg.data.title_column if cfg.data.prepend_title else None,
     }
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
@@ -121,7 +123,7 @@ def train(cfg: Config) -> Path:
     cfg.save(run_dir / CONFIG_NAME)
     data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision)
-    model = build_for_training(cfg.model, data.label_names)
+    model = build_for_training(cfg.model, data.label_names, cfg.long_doc.max_length)
     # The Trainer would otherwise pass num_items_in_batch and skip its own averaging over accumulation
     # steps and processes, which this loss does not do: gradients would grow with both.
     model.accepts_loss_kwargs = False
@@ -139,7 +141,15 @@ def train(cfg: Config) -> Path:
     resume = _last_checkpoint(checkpoint_dir) if cfg.train.resume else None
     if resume:
         logger.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except RuntimeError as err:
+        if resume and "size mismatch" in str(err):
+            raise ValueError(
+                f"the checkpoint {resume} was made with another model size or label set than this config. "
+                f"Delete {checkpoint_dir} (or choose another output_dir), or set train.resume=false."
+            ) from err
+        raise
     if not trainer.is_world_process_zero():
         return run_dir / "model"
     model_dir = finish(trainer.model, tokenizer, cfg, data, run_dir, time.time() - started)
@@ -156,6 +166,7 @@ def finish(model, tokenizer, cfg: Config, data: LabelledData, run_dir: Path, tra
     model = model.to("cpu") if default_device().type == "cpu" else model
     save_model_folder(model, tokenizer, cfg, staging)
     meta = {
+        "final_model_dir": str(run_dir / "model"),
         "train_seconds": round(train_seconds, 1),
         "train_docs": len(data.train),
         "validation_docs": len(data.validation),

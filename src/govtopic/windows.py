@@ -128,9 +128,16 @@ def encode(
     limits = None
     if strategy == "head":
         limits = [size * _CHARS_PER_TOKEN] * len(texts)
-    toks = tokenize(tokenizer, texts, limits) if strategy != "head_tail" else None
-    if strategy == "head_tail":
+        toks = tokenize(tokenizer, texts, limits)
+        # Digit- or Latin-heavy text packs many characters into a token: read it whole when the cut came short.
+        short = [i for i, t in enumerate(toks) if len(t.ids) < size and len(texts[i]) > limits[i]]
+        for i, tok in zip(short, tokenize(tokenizer, [texts[i] for i in short])):
+            toks[i] = tok
+            limits[i] = len(texts[i])
+    elif strategy == "head_tail":
         toks = _head_tail_tokens(tokenizer, texts, size)
+    else:
+        toks = tokenize(tokenizer, texts)
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     out = Windows()
     for d, tok in enumerate(toks):
@@ -142,6 +149,7 @@ def encode(
             ids = [tok.ids[a:b] for a, b in pieces]
         elif strategy == "head" or n <= size:
             capped = n > size or (limits is not None and len(texts[d]) > limits[d])
+            capped = capped or (strategy == "head_tail" and len(texts[d]) > 2 * size * _CHARS_PER_TOKEN)
             ids, spans = [tok.ids[:size]], [[_span(tok, 0, min(n, size))]]
         else:
             head = min(cfg.head_tokens, size)
