@@ -101,6 +101,7 @@ def test_damaged_parquet_is_an_error_record_not_a_stop(tiny_model_dir, tmp_path)
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really parquet")
     (tmp_path / "ok.txt").write_text("城市规划", encoding="utf-8")
     out = tmp_path / "p.jsonl"
-    counts = predict_files([str(tmp_path / "bad.parquet"), str(tmp_path / "ok.txt")], str(tiny_model_dir), out,
-                           progress=False)
+    counts = predict_files(
+        [str(tmp_path / "bad.parquet"), str(tmp_path / "ok.txt")], str(tiny_model_dir), out, progress=False
+    )
     assert counts["predicted"] == 1 and counts["errors"] == 1

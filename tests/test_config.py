@@ -89,6 +89,7 @@ def test_yaml_code_tags_are_refused(tmp_path):
 
 def test_values_that_would_fail_late_are_caught_early():
     with pytest.raises(ConfigError) as info:
-        load_config(None, ["train.warmup_ratio=2", "eval.batch_size=0", "pretrain.mlm_probability=15",
-                           "train.epochs=-1"])
+        load_config(
+            None, ["train.warmup_ratio=2", "eval.batch_size=0", "pretrain.mlm_probability=15", "train.epochs=-1"]
+        )
     assert len(info.value.problems) == 4

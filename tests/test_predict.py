@@ -161,3 +161,16 @@ def test_first_alternative_is_the_returned_label(tiny_model_dir):
 def test_text_with_no_readable_characters_gets_no_topic(tiny_model_dir):
     res = predict("\u200d", model=tiny_model_dir)  # a zero-width joiner survives normalisation, no token
     assert res["label"] is None and res["reason"]
+
+
+def test_same_document_in_any_dress_gets_the_same_prediction(tiny_model_dir, seed_texts):
+    import opencc
+
+    body = seed_texts["003_3d56d1888d1ed129.txt"]
+    header = "索引号:\nSY0024781711202400009\n主题分类:\n综合政务-政务公开\n公开主体:\n上海市崇明区人民政府办公室\n"
+    traditional = opencc.OpenCC("s2t").convert(body)
+    annotated = traditional.replace("據", "據(jù)").replace("發", "發(fā)")
+    res = predict([body, header + body, traditional, annotated], model=tiny_model_dir, top_k=3)
+    assert len({r["label"] for r in res}) == 1
+    for r in res[1:]:
+        assert r["score"] == pytest.approx(res[0]["score"], abs=1e-5)

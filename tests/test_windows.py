@@ -89,3 +89,17 @@ def test_block_tokenization_matches_whole_text(tokenizer):
     whole = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     assert tokens.ids.tolist() == whole["input_ids"]
     assert list(zip(tokens.starts.tolist(), tokens.ends.tolist())) == [tuple(o) for o in whole["offset_mapping"]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("城市规划管理条例第一二三章。，abc12 \n😀")), max_size=600))
+def test_chunk_windows_cover_every_token_of_any_text(tokenizer, text):
+    cfg = LongDocConfig(strategy="chunks", max_length=24, stride=5, max_windows=10_000)
+    w = encode(tokenizer, [text], cfg)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    starts, _ = window_starts(len(ids), 22, 5, 10_000)
+    rebuilt = list(ids[:0])
+    for s, window in zip(starts, w.input_ids):
+        assert window[1:-1] == ids[s : s + 22]
+        rebuilt[s : s + 22] = window[1:-1]
+    assert rebuilt == ids
