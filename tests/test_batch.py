@@ -89,7 +89,7 @@ def test_parquet_input(tiny_model_dir, tmp_path):
 
 def test_bad_bytes_deep_in_a_csv_are_reported_per_row(tiny_model_dir, tmp_path):
     rows = "".join(f"r{i},城市规划第{i}条\n" for i in range(400)).encode("utf-8")
-    (tmp_path / "big.csv").write_bytes(b"id,text\n" + rows + b"r400,\xff\xfe\n" + "r401,司法\n".encode("utf-8"))
+    (tmp_path / "big.csv").write_bytes(b"id,text\n" + rows + b"r400,\xff\xfe\n" + "r401,司法\n".encode())
     out = tmp_path / "p.jsonl"
     counts = predict_files([str(tmp_path / "big.csv")], str(tiny_model_dir), out, progress=False)
     assert counts["predicted"] == 401 and counts["errors"] == 1
