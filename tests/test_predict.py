@@ -1,5 +1,6 @@
 """predict() and TopicClassifier on a tiny random model: shapes, order, long documents, errors, threads."""
 
+import dataclasses
 import random
 from concurrent.futures import ThreadPoolExecutor
 
@@ -174,3 +175,18 @@ def test_same_document_in_any_dress_gets_the_same_prediction(tiny_model_dir, see
     assert len({r["label"] for r in res}) == 1
     for r in res[1:]:
         assert r["score"] == pytest.approx(res[0]["score"], abs=1e-5)
+
+
+def test_head_reads_the_same_text_as_whole_document_normalisation(tiny_model_dir):
+    """head/head_tail normalise only the ends of a long document; the windows must not change."""
+    from govtopic.normalize import normalize
+    from govtopic.windows import encode
+
+    clf = TopicClassifier(tiny_model_dir)
+    body = "".join(f"第{i}条 根據(jù)本市規定，加強城市規劃管理，GDP增長{i}%。\n" for i in range(400))
+    doc = "索引号:\nSY001\n主题分类:\n其他\n" + body + "阅读量:12\n"
+    for strategy in ("head", "head_tail"):
+        cfg = dataclasses.replace(clf.long_doc, strategy=strategy)
+        fast = encode(clf.tokenizer, [clf.normalize_for(doc, cfg)], cfg).input_ids
+        whole = encode(clf.tokenizer, [normalize(doc, clf.normalize_config)], cfg).input_ids
+        assert fast == whole

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 ENV_MODEL = "GOVTOPIC_MODEL"
 # Documents encoded together: bounds memory on huge inputs while giving the length sort room to work.
 _GROUP_DOCS = 512
+# head / head_tail normalise this many characters per window token at each end: room for a metadata header
+# or footer to be removed and still leave more than a window of text.
+_NORMALIZE_MARGIN = 6
 # Show a progress bar from this many documents on (short calls stay quiet).
 _PROGRESS_FROM = 2000
 
@@ -91,6 +94,20 @@ class TopicClassifier:
         if self.device.type != "cpu":
             raise ValueError("quantize=True is dynamic int8 quantisation for CPU inference; use device='cpu'")
         self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+
+    def normalize_for(self, text: str, cfg: LongDocConfig) -> str:
+        """The normalised text a strategy reads. ``head`` and ``head_tail`` read a few hundred tokens at
+        the ends, so only those ends (with a wide margin for headers and footers) are normalised: on long
+        documents normalising the whole text would cost more than the model itself."""
+        if cfg.strategy == "chunks":
+            return normalize(text, self.normalize_config)
+        reach = cfg.max_length * _NORMALIZE_MARGIN
+        if len(text) <= 2 * reach:
+            return normalize(text, self.normalize_config)
+        head = normalize(text[:reach], self.normalize_config)
+        if cfg.strategy == "head":
+            return head
+        return head + "\n" + normalize(text[-reach:], self.normalize_config)
 
     # ------------------------------------------------------------ windows and logits
     def encode(self, texts: list[str], long_doc: LongDocConfig) -> Windows:
@@ -163,7 +180,7 @@ class TopicClassifier:
         results: list[dict | None] = [None] * len(docs)
         show = progress if progress is not None else len(docs) >= _PROGRESS_FROM
         bar = _progress_bar(len(docs), show)
-        clean = [normalize(t, self.normalize_config) for t in docs]
+        clean = [self.normalize_for(t, cfg) for t in docs]
         todo = [i for i, t in enumerate(clean) if t.strip()]
         for i in set(range(len(docs))) - set(todo):
             results[i] = _empty_result(docs[i])
