@@ -134,3 +134,17 @@ def test_separate_test_file_never_leaks_into_training(tmp_path):
     assert len(split.test) == 10  # the test file's own test rows
     assert not set(split.train.texts) & set(split.test.texts)
     assert split.skipped["train_rows_also_in_test_file"] == 10
+
+
+def test_gb18030_training_file_names_the_fix(tmp_path):
+    path = tmp_path / "gb.jsonl"
+    path.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows(5)).encode("gb18030"))
+    with pytest.raises(DataError, match="not UTF-8.*iconv -f GB18030"):
+        read_table(path)
+
+
+def test_missing_label_column_names_setting(tmp_path):
+    data = [{k: v for k, v in r.items() if k != "label"} for r in rows(6)]
+    cfg = DataConfig(train_file=str(write_jsonl(tmp_path / "d.jsonl", data)))
+    with pytest.raises(DataError, match="no column 'label' \\(set by data.label_column\\)"):
+        load_labelled(cfg, None, 0)

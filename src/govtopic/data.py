@@ -95,13 +95,15 @@ def read_table(path: str | Path) -> list[dict]:
         raise DataError(f"{p}: the file is empty; it needs one document per row")
     fmt = file_format(p)
     try:
-        ds = load_dataset(fmt, data_files=str(p), split="train")
-    except Exception as err:  # datasets wraps parser errors in several types
+        rows = load_dataset(fmt, data_files=str(p), split="train").to_list()
+    except Exception as err:  # datasets and pyarrow raise several types (bad UTF-8 shows only in to_list)
         where = _find_bad_json_line(p) if fmt == "json" else None
+        if where is None and isinstance(err, UnicodeDecodeError):
+            where = "not UTF-8; convert it, e.g. iconv -f GB18030 -t UTF-8"
         raise DataError(f"{p}: could not be read as {fmt}: {where or err}") from err
-    if len(ds) == 0:
+    if not rows:
         raise DataError(f"{p}: no rows found; it needs one document per row")
-    return ds.to_list()
+    return rows
 
 
 def _require_columns(rows: list[dict], path: str, columns: dict[str, str | None]) -> None:
