@@ -23,12 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT.parent / "shared" / "data" / "regulations.jsonl.gz", ROOT / "data" / "regulations_sample.jsonl.gz"]
 
 
-def load_docs(n: int) -> tuple[list[str], str]:
+def load_docs(n: int) -> tuple[list[str], list[str], str]:
+    """Labelled test-split bodies and their gold labels."""
     source = next(p for p in SOURCES if p.is_file())
     with gzip.open(source, "rt", encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh]
-    docs = [r["text"] for r in rows if r["split"] == "test"][:n]
-    return docs, str(source)
+    rows = [r for r in rows if r["split"] == "test" and r["label"]][:n]
+    return [r["text"] for r in rows], [r["label"] for r in rows], str(source)
+
+
+def accuracy(labels: list, gold: list[str]) -> str:
+    """Full-label and first-level accuracy against the gold labels."""
+    full = sum(a == g for a, g in zip(labels, gold)) / len(gold)
+    first = sum(a is not None and a.split("\\")[0] == g.split("\\")[0] for a, g in zip(labels, gold)) / len(gold)
+    return f"accuracy {full:.3f} (first level {first:.3f})"
 
 
 def _peak_mb() -> float:
@@ -98,7 +106,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lengths", default="1000,2000,4000,8000,16000,32000")
     args = parser.parse_args()
-    docs, source = load_docs(args.docs)
+    docs, gold, source = load_docs(args.docs)
     chars = sum(map(len, docs))
     print(
         f"model {args.model}; {len(docs)} documents from {source} (mean {chars / len(docs):.0f} characters); "
@@ -114,16 +122,18 @@ def main() -> None:
         f"speed-up: {pipe['seconds'] / ours['seconds']:.2f}x; same label on "
         f"{agreement(ours['labels'], pipe['labels']):.1%} of documents"
     )
+    print(f"pipeline {accuracy(pipe['labels'], gold)}; govtopic head {accuracy(ours['labels'], gold)}")
     chunks = measure(_run_govtopic, *common, "chunks", False)
     print(
         f"govtopic.predict (chunks, whole documents): {len(docs) / chunks['seconds']:.1f} docs/s, "
-        f"peak {chunks['peak_mb']:.0f} MB"
+        f"peak {chunks['peak_mb']:.0f} MB, {accuracy(chunks['labels'], gold)}"
     )
     int8 = measure(_run_govtopic, *common, "head", True)
     print(
         f"int8 dynamic quantisation (head): {len(docs) / int8['seconds']:.1f} docs/s vs fp32 "
         f"{len(docs) / ours['seconds']:.1f}; same label as fp32 on {agreement(int8['labels'], ours['labels']):.1%}"
     )
+    print(f"int8 {accuracy(int8['labels'], gold)}; fp32 {accuracy(ours['labels'], gold)}")
     length_scaling(args.model, docs, args.batch_size, [int(x) for x in args.lengths.split(",")])
 
 
