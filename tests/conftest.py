@@ -80,17 +80,21 @@ def seed_texts() -> dict[str, str]:
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(SEEDS.glob("*.txt"))}
 
 
+# A one-layer, 32-hidden BERT from a config: trains in seconds.
+TINY_MODEL = {
+    "name_or_path": str(TOKENIZER_DIR),
+    "from_scratch": True,
+    "num_hidden_layers": 1,
+    "hidden_size": 32,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
 def tiny_config(tmp_path: Path, **extra) -> Path:
     values = {
         "output_dir": str(tmp_path / "run"),
-        "model": {
-            "name_or_path": str(TOKENIZER_DIR),
-            "from_scratch": True,
-            "num_hidden_layers": 1,
-            "hidden_size": 32,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-        },
+        "model": dict(TINY_MODEL),
         "data": {"train_file": str(SAMPLE), "taxonomy": str(TAXONOMY), "max_train_samples": 120, "label_level": "l1"},
         "long_doc": {"strategy": "chunks", "max_length": 64, "stride": 8, "train_max_windows": 2},
         "train": {"max_steps": 6, "batch_size": 8, "learning_rate": "1e-3", "logging_steps": 2},
@@ -133,14 +137,7 @@ def synthetic_config(tmp_path: Path, n: int = 300, **train) -> Path:
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in synthetic_rows(n)), encoding="utf-8")
     values = {
         "output_dir": str(tmp_path / "run"),
-        "model": {
-            "name_or_path": str(TOKENIZER_DIR),
-            "from_scratch": True,
-            "num_hidden_layers": 1,
-            "hidden_size": 32,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-        },
+        "model": dict(TINY_MODEL),
         "data": {"train_file": str(data), "taxonomy": str(TAXONOMY)},
         "long_doc": {"strategy": "chunks", "max_length": 64, "stride": 8, "train_max_windows": 2},
         "train": {"epochs": 3, "batch_size": 16, "learning_rate": 3.0e-3, "logging_steps": 10, **train},

@@ -5,11 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import LABELS, SAMPLE
 from govtopic.baseline import TfidfBaseline
 from govtopic.calibration import fit_temperature, softmax
 from govtopic.metrics import (
@@ -20,14 +20,6 @@ from govtopic.metrics import (
     worst_confusions,
 )
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "regulations_sample.jsonl.gz"
-LABELS = [
-    "城乡建设、环境保护\\城市规划",
-    "城乡建设、环境保护\\环境监测、保护与治理",
-    "公安、安全、司法\\司法",
-    "卫生、体育\\卫生",
-    "其他",
-]
 CITY, ENV, LAW, HEALTH, OTHER = LABELS
 
 

@@ -10,17 +10,11 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import LABELS
 from govtopic.metrics import compute_metrics, reliability_bins, worst_confusions
 from govtopic.plots import plot_confusion_matrix, plot_per_class_f1, plot_reliability, setup_cjk_font
 from govtopic.report import compare_runs, render_model_card, write_report
 
-LABELS = [
-    "城乡建设、环境保护\\城市规划",
-    "城乡建设、环境保护\\环境监测、保护与治理",
-    "公安、安全、司法\\司法",
-    "卫生、体育\\卫生",
-    "其他",
-]
 GOLD = [LABELS[i] for i in (0, 0, 1, 2, 2, 3, 4, 1)]
 TITLES = [
     "北京市城市规划条例",

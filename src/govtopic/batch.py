@@ -203,48 +203,40 @@ def _done_sources(output: Path) -> set[str]:
     return done
 
 
+@dataclass
+class Job:
+    """Settings of one prediction run, shared by every process and chunk."""
+
+    model: str
+    batch_size: int = 32
+    top_k: int = 1
+    long_doc: str | None = None
+    chunk_docs: int = 256  # documents predicted and written together
+    resume: bool = True
+    text_column: str = "text"
+    id_column: str = "id"
+    evidence: bool = False
+    progress: bool = True
+
+
 def predict_files(
-    inputs: list[str],
-    model: str,
-    output: str | Path,
-    errors: str | Path | None = None,
-    batch_size: int = 32,
-    top_k: int = 1,
-    long_doc: str | None = None,
-    chunk_docs: int = 256,
-    resume: bool = True,
-    text_column: str = "text",
-    id_column: str = "id",
-    evidence: bool = False,
-    progress: bool = True,
+    inputs: list[str], model: str, output: str | Path, errors: str | Path | None = None, **settings
 ) -> dict:
     """Predict every document of ``inputs`` into JSONL ``output``; unreadable ones go to ``errors``.
 
-    Under ``accelerate launch`` (WORLD_SIZE > 1) each process takes every n-th document and writes its own
-    part; the first process then merges the parts into ``output`` in input order.
+    ``settings`` are the fields of ``Job`` (batch_size, top_k, long_doc, resume, text_column, ...). Under
+    ``accelerate launch`` (WORLD_SIZE > 1) each process takes every n-th document and writes its own part;
+    the first process then merges the parts into ``output`` in input order.
     """
+    job = Job(model=model, **settings)
     output = Path(output)
     errors = Path(errors) if errors else output.with_name(output.stem + ".errors.jsonl")
     output.parent.mkdir(parents=True, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return _predict_shard(
-            inputs,
-            model,
-            output,
-            errors,
-            0,
-            1,
-            batch_size,
-            top_k,
-            long_doc,
-            chunk_docs,
-            resume,
-            text_column,
-            id_column,
-            evidence,
-            progress,
-        )
+        return _predict_shard(inputs, job, output, errors, 0, 1)
+    import dataclasses
+
     import torch
     from accelerate import PartialState
 
@@ -252,23 +244,8 @@ def predict_files(
     state = PartialState(cpu=not torch.cuda.is_available())
     part = output.with_name(f"{output.name}.part{state.process_index}")
     part_errors = errors.with_name(f"{errors.name}.part{state.process_index}")
-    counts = _predict_shard(
-        inputs,
-        model,
-        part,
-        part_errors,
-        state.process_index,
-        world,
-        batch_size,
-        top_k,
-        long_doc,
-        chunk_docs,
-        resume,
-        text_column,
-        id_column,
-        evidence,
-        progress and state.is_main_process,
-    )
+    job = dataclasses.replace(job, progress=job.progress and state.is_main_process)
+    counts = _predict_shard(inputs, job, part, part_errors, state.process_index, world)
     state.wait_for_everyone()
     if state.is_main_process:
         _merge_parts(output, world)
@@ -292,41 +269,26 @@ def _merge_parts(target: Path, world: int) -> None:
         target.with_name(f"{target.name}.part{rank}").unlink(missing_ok=True)
 
 
-def _predict_shard(
-    inputs,
-    model,
-    output: Path,
-    errors: Path,
-    rank: int,
-    world: int,
-    batch_size,
-    top_k,
-    long_doc,
-    chunk_docs,
-    resume,
-    text_column,
-    id_column,
-    evidence,
-    progress,
-) -> dict:
+def _predict_shard(inputs: list[str], job: Job, output: Path, errors: Path, rank: int, world: int) -> dict:
+    """This process's share (every ``world``-th document from ``rank``), appended to ``output``."""
     from govtopic.predict import get_classifier
 
-    if not resume:
+    if not job.resume:
         output.unlink(missing_ok=True)
         errors.unlink(missing_ok=True)
     done = _done_sources(output) | _done_sources(errors)
-    clf = get_classifier(model)
+    clf = get_classifier(job.model)
     counts = {"predicted": 0, "skipped_done": 0, "errors": 0}
     started = time.time()
-    bar = _bar(progress)
-    keep_position = world > 1
+    bar = _bar(job.progress)
+    title = (getattr(clf.model.config, "govtopic", None) or {}).get("title_column")
+    columns = Columns(job.text_column, job.id_column, title)
     with open(output, "a", encoding="utf-8") as out, open(errors, "a", encoding="utf-8") as err:
         pending: list[Record] = []
-        title = (getattr(clf.model.config, "govtopic", None) or {}).get("title_column")
-        for position, rec in enumerate(iter_records(inputs, Columns(text_column, id_column, title))):
+        for position, rec in enumerate(iter_records(inputs, columns)):
             if position % world != rank:
                 continue
-            rec.position = position if keep_position else None
+            rec.position = position if world > 1 else None
             if rec.source in done:
                 counts["skipped_done"] += 1
                 continue
@@ -336,9 +298,9 @@ def _predict_shard(
                 counts["errors"] += 1
                 continue
             pending.append(rec)
-            if len(pending) >= chunk_docs:
-                _flush(clf, pending, out, batch_size, top_k, long_doc, evidence, counts, bar)
-        _flush(clf, pending, out, batch_size, top_k, long_doc, evidence, counts, bar)
+            if len(pending) >= job.chunk_docs:
+                _flush(clf, pending, out, job, counts, bar)
+        _flush(clf, pending, out, job, counts, bar)
     bar.close()
     counts["seconds"] = round(time.time() - started, 2)
     counts["docs_per_second"] = round(counts["predicted"] / max(counts["seconds"], 1e-9), 1)
@@ -353,15 +315,15 @@ def _error_row(rec: Record) -> dict:
     return row
 
 
-def _flush(clf, pending: list[Record], out, batch_size, top_k, long_doc, evidence, counts, bar) -> None:
+def _flush(clf, pending: list[Record], out, job: Job, counts: dict, bar) -> None:
     if not pending:
         return
     results = clf.predict(
         [r.text for r in pending],
-        batch_size=batch_size,
-        top_k=top_k,
-        long_doc=long_doc,
-        return_evidence=evidence,
+        batch_size=job.batch_size,
+        top_k=job.top_k,
+        long_doc=job.long_doc,
+        return_evidence=job.evidence,
         progress=False,
     )
     lines = []
