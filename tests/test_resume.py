@@ -24,7 +24,7 @@ def train_cmd(config, out_dir):
         "train",
         str(config),
         f"output_dir={out_dir}",
-        "train.max_steps=12",
+        "train.max_steps=20",
         "train.save_steps=4",
         "train.evaluate_after=false",
         "eval.calibrate=false",
@@ -56,3 +56,16 @@ def test_killed_run_resumes_to_the_same_model(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming from" in again.stderr and "checkpoint-" in again.stderr
     np.testing.assert_allclose(logits(run / "model"), logits(tmp_path / "whole" / "model"), atol=1e-4)
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_skipped(tmp_path):
+    from govtopic.training import last_checkpoint
+
+    for step, complete in ((4, True), (8, True), (12, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}", encoding="utf-8")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
+    assert last_checkpoint(tmp_path / "missing") is None

@@ -160,7 +160,7 @@ def pretrain(cfg: Config) -> Path:
     from datasets import Dataset
     from transformers import Trainer, set_seed
 
-    from govtopic.training import training_arguments
+    from govtopic.training import last_checkpoint, training_arguments
 
     started = time.time()
     set_seed(cfg.train.seed)
@@ -178,11 +178,7 @@ def pretrain(cfg: Config) -> Path:
     trainer = Trainer(
         model=mlm, args=args, train_dataset=data, data_collator=WholeWordMasking(tokenizer, pc.mlm_probability)
     )
-    checkpoint = None
-    if cfg.train.resume and (run_dir / "checkpoints").is_dir():
-        from transformers.trainer_utils import get_last_checkpoint
-
-        checkpoint = get_last_checkpoint(str(run_dir / "checkpoints"))
+    checkpoint = last_checkpoint(run_dir / "checkpoints") if cfg.train.resume else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if not trainer.is_world_process_zero():
         return run_dir / "model"

@@ -82,12 +82,17 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _last_checkpoint(checkpoint_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+def last_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a run killed while
+    saving leaves a folder without it, which is skipped (resuming from it would fail)."""
     if not checkpoint_dir.is_dir():
         return None
-    return get_last_checkpoint(str(checkpoint_dir))
+    found = []
+    for path in checkpoint_dir.glob("checkpoint-*"):
+        step = path.name.rsplit("-", 1)[-1]
+        if step.isdigit() and (path / "trainer_state.json").is_file():
+            found.append((int(step), path))
+    return str(max(found)[1]) if found else None
 
 
 def save_model_folder(model, tokenizer, cfg: Config, folder: Path, temperature: float = 1.0) -> None:
@@ -138,7 +143,7 @@ def train(cfg: Config) -> Path:
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
     )
-    resume = _last_checkpoint(checkpoint_dir) if cfg.train.resume else None
+    resume = last_checkpoint(checkpoint_dir) if cfg.train.resume else None
     if resume:
         logger.info("resuming from %s", resume)
     try:
