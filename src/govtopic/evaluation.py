@@ -128,10 +128,11 @@ def evaluate_split(
     plots = _plots(out_dir, metrics, split.labels, probs, clf.labels, bins[0], bins[1], ece)
     confusions = worst_confusions(split.labels, probs, clf.labels, split.titles)
     meta = dict(meta or {})
+    # Training evaluates the staged folder; the report names the folder it is moved to.
+    shown_dir = meta.pop("final_model_dir", str(model_dir))
     meta = {
         **meta,
-        # Training evaluates the staged folder; the report names the folder it is moved to.
-        "model_dir": meta.pop("final_model_dir", str(model_dir)),
+        "model_dir": shown_dir,
         "documents": len(split),
         "long_doc": ld.strategy,
         "pooling": ld.pooling,
