@@ -17,9 +17,18 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_configs_load():
-    for name in ("quickstart", "cpu-small", "bert-base-chinese"):
-        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-        assert cfg.output_dir.startswith("runs/")
+    paths = sorted((ROOT / "configs").glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"quickstart", "cpu-recipe", "cpu-dapt", "dapt-small", "bert-base-chinese"}
+    for path in paths:
+        cfg = load_config(path)
+        assert cfg.output_dir.startswith("runs/"), path
+
+
+def test_pooling_is_checked():
+    assert load_config(None).model.pooling == "cls"
+    assert load_config(ROOT / "configs" / "quickstart.yaml").model.pooling == "mean"
+    with pytest.raises(ConfigError, match="model.pooling"):
+        load_config(None, ["model.pooling=average"])
 
 
 def test_yaml_float_without_dot_is_a_float(tmp_path):

@@ -49,6 +49,11 @@ class ModelConfig:
     allow_pickle: bool = False
     # "sdpa" uses torch's fused attention kernels; "eager" is the reference implementation.
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    # How the classifier reads a window. "cls": the [CLS] vector, as pretrained BERTs are fine-tuned.
+    # "mean": the average of all token states, built from one fixed extra encoder layer so the folder stays a
+    # plain BertForSequenceClassification (see govtopic/pooling.py); it learns far faster than "cls" from
+    # random or lightly pre-trained weights (all the small CPU configs use it).
+    pooling: Literal["cls", "mean"] = "cls"
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from govtopic import pooling
 from govtopic.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ def build_for_training(cfg: ModelConfig, label_names: list[str], max_length: int
         if getattr(cfg, name) is not None:
             setattr(config, name, getattr(cfg, name))
     config._attn_implementation = cfg.attn_implementation
+    if cfg.from_scratch and getattr(config, pooling.CONFIG_FLAG, False):
+        # A govtopic classifier's config counts its pooling layer; a model built from it adds its own.
+        delattr(config, pooling.CONFIG_FLAG)
+        if cfg.num_hidden_layers is None:
+            config.num_hidden_layers -= 1
     positions = getattr(config, "max_position_embeddings", None)
     if max_length and positions and max_length > positions:
         raise ValueError(
@@ -94,8 +100,23 @@ def build_for_training(cfg: ModelConfig, label_names: list[str], max_length: int
             trust_remote_code=False,
             attn_implementation=cfg.attn_implementation,
         )
+    if cfg.from_scratch and cfg.pooling == "cls":
+        logger.warning(
+            "training from scratch with [CLS] pooling: small models learn far faster with model.pooling: mean"
+        )
+    if cfg.pooling == "mean" or pooling.has_pooling_layer(model):
+        try:
+            pooling.add_pooling_layer(model)
+        except pooling.PoolingError as err:
+            raise ModelLoadError(str(err)) from err
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("model: %s, %.1fM parameters, %d labels", config.model_type, n_params / 1e6, len(label_names))
+    logger.info(
+        "model: %s, %.1fM parameters, %d labels, %s pooling",
+        config.model_type,
+        n_params / 1e6,
+        len(label_names),
+        "mean" if pooling.has_pooling_layer(model) else "cls",
+    )
     return model
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from govtopic import pooling
 from govtopic.config import Config
 from govtopic.data import document_text, file_format, read_table
 from govtopic.fsutil import replace_dir
@@ -137,6 +138,15 @@ def build_mlm(cfg: Config):
     config = AutoConfig.from_pretrained(m.name_or_path, revision=m.revision, trust_remote_code=False)
     if config.model_type != "bert":
         raise ValueError(f"pre-training supports BERT models; {m.name_or_path} is {config.model_type!r}")
+    if getattr(config, pooling.CONFIG_FLAG, False) and not m.from_scratch:
+        raise ValueError(
+            f"{m.name_or_path} is a fine-tuned govtopic classifier whose last layer is a fixed mean-pooling layer; "
+            "continue pre-training from the model it was fine-tuned from instead."
+        )
+    if getattr(config, pooling.CONFIG_FLAG, False):
+        delattr(config, pooling.CONFIG_FLAG)
+        if m.num_hidden_layers is None:
+            config.num_hidden_layers -= 1
     cls = sparse_mlm_class()
     if not m.from_scratch:
         return cls.from_pretrained(m.name_or_path, revision=m.revision, use_safetensors=not m.allow_pickle)
