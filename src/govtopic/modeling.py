@@ -78,11 +78,9 @@ def build_for_training(cfg: ModelConfig, label_names: list[str], max_length: int
         if getattr(cfg, name) is not None:
             setattr(config, name, getattr(cfg, name))
     config._attn_implementation = cfg.attn_implementation
-    if cfg.from_scratch and getattr(config, pooling.CONFIG_FLAG, False):
+    if cfg.from_scratch:
         # A govtopic classifier's config counts its pooling layer; a model built from it adds its own.
-        delattr(config, pooling.CONFIG_FLAG)
-        if cfg.num_hidden_layers is None:
-            config.num_hidden_layers -= 1
+        pooling.drop_from_config(config, keep_layer_count=cfg.num_hidden_layers is not None)
     positions = getattr(config, "max_position_embeddings", None)
     if max_length and positions and max_length > positions:
         raise ValueError(
@@ -104,7 +102,8 @@ def build_for_training(cfg: ModelConfig, label_names: list[str], max_length: int
         logger.warning(
             "training from scratch with [CLS] pooling: small models learn far faster with model.pooling: mean"
         )
-    if cfg.pooling == "mean" or pooling.has_pooling_layer(model):
+    mean = cfg.pooling == "mean" or pooling.has_pooling_layer(model)
+    if mean:
         try:
             pooling.add_pooling_layer(model)
         except pooling.PoolingError as err:
@@ -115,7 +114,7 @@ def build_for_training(cfg: ModelConfig, label_names: list[str], max_length: int
         config.model_type,
         n_params / 1e6,
         len(label_names),
-        "mean" if pooling.has_pooling_layer(model) else "cls",
+        "mean" if mean else "cls",
     )
     return model
 

@@ -52,6 +52,15 @@ def has_pooling_layer(model) -> bool:
     return bool(getattr(model.config, CONFIG_FLAG, False))
 
 
+def drop_from_config(config, keep_layer_count: bool) -> None:
+    """Make a govtopic classifier's config describe its encoder alone, for building a new model from it: the
+    flag goes, and the pooling layer leaves the layer count unless the count was set explicitly."""
+    if getattr(config, CONFIG_FLAG, False):
+        delattr(config, CONFIG_FLAG)
+        if not keep_layer_count:
+            config.num_hidden_layers -= 1
+
+
 def add_pooling_layer(model) -> None:
     """Append the mean-pooling layer (once) and freeze its fixed weights."""
     layers = _encoder_layers(model)
@@ -85,13 +94,3 @@ def freeze_pooling_layer(model) -> None:
     layer = _encoder_layers(model)[-1]
     for name, param in layer.named_parameters():
         param.requires_grad_(name.startswith("output.LayerNorm."))
-
-
-def reference_mean_pool(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """LayerNorm(mean of the last real layer's states) computed directly (for tests and checks)."""
-    layers = _encoder_layers(model)
-    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    before = out.hidden_states[-2]
-    mask = attention_mask[..., None].to(before.dtype)
-    mean = (before * mask).sum(1) / mask.sum(1)
-    return layers[-1].output.LayerNorm(mean)

@@ -143,13 +143,10 @@ def build_mlm(cfg: Config):
             f"{m.name_or_path} is a fine-tuned govtopic classifier whose last layer is a fixed mean-pooling layer; "
             "continue pre-training from the model it was fine-tuned from instead."
         )
-    if getattr(config, pooling.CONFIG_FLAG, False):
-        delattr(config, pooling.CONFIG_FLAG)
-        if m.num_hidden_layers is None:
-            config.num_hidden_layers -= 1
     cls = sparse_mlm_class()
     if not m.from_scratch:
         return cls.from_pretrained(m.name_or_path, revision=m.revision, use_safetensors=not m.allow_pickle)
+    pooling.drop_from_config(config, keep_layer_count=m.num_hidden_layers is not None)
     for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
         if getattr(m, name) is not None:
             setattr(config, name, getattr(m, name))
