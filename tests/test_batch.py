@@ -37,7 +37,7 @@ def test_every_format_and_encoding_is_read(inputs):
     recs = list(iter_records([str(folder), str(table), str(table_csv)]))
     texts = {r.source.rsplit("/", 1)[-1]: r for r in recs}
     assert texts["b.txt"].text == "关于医院卫生监督的意见"  # GB18030 decoded
-    assert "neither UTF-8 nor GB18030" in texts["c.txt"].error
+    assert "not UTF-8, GB18030 or Big5" in texts["c.txt"].error
     assert "malformed JSON" in texts["t.jsonl:2"].error
     assert "no 'text' column" in texts["t.jsonl:3"].error
     assert texts["t.jsonl:4"].text == "国防动员" and texts["t.csv:2"].id == "c1"
@@ -105,3 +105,78 @@ def test_damaged_parquet_is_an_error_record_not_a_stop(tiny_model_dir, tmp_path)
         [str(tmp_path / "bad.parquet"), str(tmp_path / "ok.txt")], str(tiny_model_dir), out, progress=False
     )
     assert counts["predicted"] == 1 and counts["errors"] == 1
+
+
+def test_big5_text_is_read_as_traditional_chinese(seed_texts, tmp_path):
+    import opencc
+
+    simplified = next(t for name, t in seed_texts.items() if name.startswith("001_"))[:400]
+    traditional = opencc.OpenCC("s2tw").convert(simplified)
+    traditional = "".join(c for c in traditional if _encodes(c, "big5"))
+    assert "來源" in traditional and len(traditional) > 300
+    (tmp_path / "big5.txt").write_bytes(traditional.encode("big5"))
+    (tmp_path / "big5.csv").write_bytes(f"id,text\nb1,{traditional.splitlines()[0]}\n".encode("big5"))
+    recs = list(iter_records([str(tmp_path / "big5.txt"), str(tmp_path / "big5.csv")]))
+    assert [r.error for r in recs] == [None, None]
+    assert recs[0].text == traditional
+    assert recs[1].text == traditional.splitlines()[0]
+
+
+@pytest.mark.parametrize("length", [12, 20, 60, None])
+def test_gb18030_simplified_text_is_not_mistaken_for_big5(seed_texts, tmp_path, length):
+    # Short Simplified texts decode as (meaningless) Big5 too: "索引号:" would come back as "坰竘瘍:".
+    for name, text in seed_texts.items():
+        if name.startswith("002_"):
+            continue  # partly Traditional already
+        (tmp_path / name).write_bytes(text[:length].encode("gb18030"))
+    recs = list(iter_records([str(tmp_path)]))
+    assert len(recs) == 4
+    for rec in recs:
+        assert rec.text == seed_texts[rec.source.rsplit("/", 1)[-1]][:length]
+
+
+def test_text_in_no_chinese_encoding_is_an_error_naming_the_encodings(tmp_path):
+    (tmp_path / "x.txt").write_bytes(b"\xff\xfe\xff\xfe\x81")
+    (rec,) = iter_records([str(tmp_path / "x.txt")])
+    assert rec.text is None and "not UTF-8, GB18030 or Big5" in rec.error
+
+
+def _encodes(char: str, encoding: str) -> bool:
+    try:
+        char.encode(encoding)
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _csv(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return {r.source.rsplit(":", 1)[-1]: r for r in iter_records([str(path)])}
+
+
+def test_csv_quote_never_closed_is_an_error_and_the_rows_after_it_are_read(tmp_path):
+    rows = _csv(tmp_path / "t.csv", 'id,text\nc1,环境保护条例\nc2,"城市规划\nc3,法院审理案件\nc4,医院卫生\n')
+    assert rows["2"].text == "环境保护条例"
+    assert "line 3" in rows["3"].error and "quote" in rows["3"].error and rows["3"].text is None
+    assert (rows["4"].id, rows["4"].text) == ("c3", "法院审理案件")
+    assert (rows["5"].id, rows["5"].text) == ("c4", "医院卫生")
+
+
+def test_csv_quote_closed_by_a_later_row_is_an_error_not_a_merged_row(tmp_path):
+    rows = _csv(tmp_path / "t.csv", 'id,text\nc1,"环境保护\nc2,城市规划\nc3,"法院, 审理"\nc4,医院\n')
+    assert "line 2" in rows["2"].error
+    assert [(rows[n].id, rows[n].text) for n in "345"] == [("c2", "城市规划"), ("c3", "法院, 审理"), ("c4", "医院")]
+
+
+def test_csv_quoted_text_over_several_lines_is_one_document(tmp_path):
+    rows = _csv(tmp_path / "t.csv", 'id,text\nc1,"第一段\n第二段\n第三段"\nc2,"城市规划"\n\nc3,司法\n')
+    assert rows["2"].text == "第一段\n第二段\n第三段"
+    assert rows["5"].text == "城市规划" and rows["7"].text == "司法"  # sources name the physical line
+    assert all(r.error is None for r in rows.values())
+
+
+def test_csv_row_with_more_fields_than_the_header_is_an_error(tmp_path):
+    rows = _csv(tmp_path / "t.csv", "id,text\nc1,环境,保护\nc2\nc3,司法\n")
+    assert "3 fields" in rows["2"].error and "header has 2" in rows["2"].error
+    assert "1 field" in rows["3"].error
+    assert rows["4"].text == "司法"

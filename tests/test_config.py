@@ -1,5 +1,7 @@
 """Config loading: typed values, every problem at once with dotted paths, overrides, saved configs."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,92 @@ def test_values_that_would_fail_late_are_caught_early():
             None, ["train.warmup_ratio=2", "eval.batch_size=0", "pretrain.mlm_probability=15", "train.epochs=-1"]
         )
     assert len(info.value.problems) == 4
+
+
+BILLION_LAUGHS = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+train:
+  epochs: *i
+eval:
+  top_k: *i
+"""
+
+# Loads a config in a child process with at most 2 GB of memory, so a hang or a blow-up cannot hurt the machine.
+LOAD_IN_CHILD = """\
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from govtopic.config import ConfigError, load_config
+try:
+    load_config(sys.argv[1])
+except ConfigError as err:
+    print(err)
+"""
+
+
+def _load_in_child(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", LOAD_IN_CHILD, str(path)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    out = _load_in_child(write(tmp_path, BILLION_LAUGHS))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "aliases" in out.stdout and "expand" in out.stdout
+    assert len(out.stdout) < 2000  # the expanded value is not echoed
+
+
+def test_recursive_yaml_alias_is_refused(tmp_path):
+    out = _load_in_child(write(tmp_path, "eval:\n  top_k: &a [1, *a]\n"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "recursive alias" in out.stdout
+
+
+def test_config_file_over_a_megabyte_is_refused(tmp_path):
+    path = write(tmp_path, "output_dir: runs/x\n" + "# padding\n" * 120_000)
+    with pytest.raises(ConfigError, match="larger than 1 MB"):
+        load_config(path)
+
+
+def test_a_few_aliases_still_work(tmp_path):
+    cfg = load_config(write(tmp_path, "train:\n  learning_rate: &lr 3.0e-4\n  weight_decay: *lr\n"))
+    assert cfg.train.weight_decay == pytest.approx(3.0e-4)
+
+
+def test_long_values_are_cut_short_in_messages(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "train:\n  epochs: [" + ", ".join(["123456789"] * 5000) + "]\n"))
+    message = str(info.value)
+    assert "train.epochs: expected a float" in message
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize(
+    "override, path",
+    [
+        ("train.epochs=.nan", "train.epochs"),
+        ("train.epochs=.inf", "train.epochs"),
+        ("data.max_train_samples=-5", "data.max_train_samples"),
+        ("train.label_smoothing=1.5", "train.label_smoothing"),
+        ("train.label_smoothing=-0.1", "train.label_smoothing"),
+        ("train.logging_steps=-1", "train.logging_steps"),
+        ("train.save_steps=-10", "train.save_steps"),
+        ("train.learning_rate=.nan", "train.learning_rate"),
+        ("train.learning_rate=.inf", "train.learning_rate"),
+        ("train.weight_decay=.nan", "train.weight_decay"),
+        ("train.seed=-1", "train.seed"),
+        ("train.save_total_limit=0", "train.save_total_limit"),
+    ],
+)
+def test_values_training_would_misuse_are_refused(override, path):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(f"{path}: ")

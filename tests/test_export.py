@@ -123,3 +123,14 @@ def test_cli_export_reports_agreement(tiny_model_dir, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "100.0% same label" in out.stdout and (tmp_path / "onnx" / "model.onnx").is_file()
+
+
+def test_a_link_out_of_the_model_folder_is_refused(tiny_model_copy, tmp_path):
+    # The export folder is meant to be shared: a link in the model folder must not carry an outside file into it.
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (tiny_model_copy / "tokenizer.json").rename(outside / "tokenizer.json")
+    (tiny_model_copy / "tokenizer.json").symlink_to(outside / "tokenizer.json")
+    with pytest.raises(ValueError, match=r"tokenizer.json is a symbolic link to .*private/tokenizer.json, outside"):
+        export_onnx(tiny_model_copy, tmp_path / "onnx", check_docs=["通知"])
+    assert not (tmp_path / "onnx").exists()

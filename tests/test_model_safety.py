@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from conftest import build_tiny_model
 from govtopic import TopicClassifier
 from govtopic.modeling import ModelLoadError
 
@@ -72,3 +73,70 @@ def test_remote_code_is_never_run(tiny_model_copy, tmp_path):
     except (ModelLoadError, ValueError):
         pass  # refusing is fine too; running the code is not
     assert not marker.exists()
+
+
+def _edit_weights(folder, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    weights = edit(load_file(path))
+    save_file(weights, path, metadata={"format": "pt"})
+
+
+def _edit_config(folder, edit) -> None:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+
+
+def test_weights_without_the_classifier_are_refused(tiny_model_copy):
+    _edit_weights(tiny_model_copy, lambda w: {k: v for k, v in w.items() if not k.startswith("classifier.")})
+    with pytest.raises(ModelLoadError, match=r"missing.*classifier\.bias.*classifier\.weight.*train"):
+        TopicClassifier(tiny_model_copy)
+
+
+def test_weights_without_a_layer_are_refused(tiny_model_copy):
+    _edit_weights(tiny_model_copy, lambda w: {k: v for k, v in w.items() if ".layer.1." not in k})
+    with pytest.raises(ModelLoadError, match=r"16 tensors? .*missing.*bert\.encoder\.layer\.1\."):
+        TopicClassifier(tiny_model_copy)
+
+
+def test_weights_with_unrelated_tensors_are_refused(tiny_model_copy):
+    _edit_weights(tiny_model_copy, lambda w: {**w, "vision.head.weight": torch.zeros(3, 3)})
+    with pytest.raises(ModelLoadError, match=r"unexpected.*vision\.head\.weight"):
+        TopicClassifier(tiny_model_copy)
+
+
+def test_config_of_another_architecture_is_refused(tiny_model_copy):
+    def to_roberta(config):
+        config.update(model_type="roberta", architectures=["RobertaForSequenceClassification"], pad_token_id=1)
+
+    _edit_config(tiny_model_copy, to_roberta)
+    with pytest.raises(ModelLoadError) as info:
+        TopicClassifier(tiny_model_copy)
+    message = str(info.value)
+    assert "missing" in message and "roberta." in message and "unexpected" in message and "bert." in message
+    assert len(message) < 1500  # a summary, not every tensor name
+
+
+def test_non_finite_weights_are_refused(tiny_model_copy):
+    def poison(weights):
+        weights["classifier.weight"][0, 0] = float("nan")
+        weights["bert.embeddings.word_embeddings.weight"][5, 3] = float("inf")
+        return weights
+
+    _edit_weights(tiny_model_copy, poison)
+    with pytest.raises(ModelLoadError, match=r"not finite.*bert\.embeddings\.word_embeddings\.weight.*classifier"):
+        TopicClassifier(tiny_model_copy)
+
+
+def test_a_mean_pooling_folder_loads_with_no_complaint(tmp_path, tokenizer):
+    from govtopic import pooling
+    from govtopic.config import Config
+    from govtopic.training import save_model_folder
+
+    base = TopicClassifier(build_tiny_model(tmp_path / "plain")).model
+    pooling.add_pooling_layer(base)
+    save_model_folder(base, tokenizer, Config(), tmp_path / "mean")
+    clf = TopicClassifier(tmp_path / "mean")
+    assert clf.model.config.num_hidden_layers == 3 and clf.predict("城市规划")["label"]

@@ -1,10 +1,16 @@
 """Long-document windows: coverage, caps, head+tail, spans pointing at the right characters."""
 
+import json
+import subprocess
+import sys
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import ROOT, TOKENIZER_DIR
 from govtopic.config import LongDocConfig
-from govtopic.windows import encode, tokenize, window_starts
+from govtopic.windows import UNREADABLE_SHARE, encode, tokenize, window_starts
 
 TEXT = "".join(f"第{i}条 本市加强城市规划管理。" for i in range(300))  # ~4,000 characters
 
@@ -103,3 +109,86 @@ def test_chunk_windows_cover_every_token_of_any_text(tokenizer, text):
         assert window[1:-1] == ids[s : s + 22]
         rebuilt[s : s + 22] = window[1:-1]
     assert rebuilt == ids
+
+
+SPECIAL_TEXT = "城市规划[SEP]通知[PAD]管理[CLS]办法[MASK]条例[UNK]结束"
+
+
+def test_text_spelling_a_special_token_is_read_as_plain_text(tokenizer):
+    specials = {tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id}
+    for strategy in ("head", "head_tail", "chunks"):
+        w = encode(tokenizer, [SPECIAL_TEXT], LongDocConfig(strategy=strategy, max_length=64, stride=8))
+        inner = w.input_ids[0][1:-1]
+        assert not specials & set(inner), strategy
+        # "[UNK]" written in the text is its characters ("[", an unknown word, "]"), not one special token.
+        assert w.n_tokens[0] == len(tokenize(tokenizer, [SPECIAL_TEXT])[0].ids) > 20
+    assert tokenizer.decode(inner).replace(" ", "").startswith("城市规划[")
+
+
+def test_unknown_tokens_are_counted_per_document(tokenizer):
+    texts = ["안녕하세요 세계 여러분", "城市规划管理条例", "😀😀 城市 مرحبا"]
+    w = encode(tokenizer, texts, LongDocConfig(strategy="chunks", max_length=32, stride=4))
+    assert w.n_unknown == [3, 0, 2]
+    assert w.n_tokens[0] == 3 and w.n_tokens[2] == 4  # "😀😀" and "مرحبا" are one [UNK] each
+    assert w.unknown_share[:2] == [1.0, 0.0] and w.unknown_share[2] == 7 / 9  # 7 of 9 characters
+
+
+FOREIGN = {
+    "korean": "대한민국 정부는 도시 계획 관리를 강화하기 위하여 다음과 같이 통지한다. "
+    "각 지방 자치 단체는 환경 보호 계획을 수립하여야 한다.",
+    # Some Arabic words are split into letters the vocabulary has: few [UNK] tokens, but most characters unknown.
+    "arabic": "تعلن الحكومة عن تعزيز إدارة التخطيط الحضري وحماية البيئة في جميع المحافظات اعتبارا من العام المقبل",
+    "emoji": "😀 🎉 👍 🚀 🌍 ❤️ 😂 🙏 🔥 ✨ 😀😀😀 🎉🎉",
+}
+
+
+def test_unknown_share_separates_unreadable_text_from_real_documents(tokenizer, seed_texts):
+    from govtopic.normalize import normalize
+
+    real = [normalize(t) for t in seed_texts.values()]
+    w = encode(tokenizer, real + list(FOREIGN.values()), LongDocConfig(strategy="chunks", max_length=512))
+    assert max(w.unknown_share[: len(real)]) < 0.05
+    assert min(w.unknown_share[len(real) :]) > UNREADABLE_SHARE
+
+
+def test_a_huge_document_is_read_in_bounded_memory():
+    """A 20 MB document read with the chunks cap (64 windows) must not hold every token of it at once."""
+    code = """
+import json, resource, sys
+from transformers import AutoTokenizer
+from govtopic.config import LongDocConfig
+from govtopic.windows import encode
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+bodies = "\\n".join(json.loads(line)["text"] for line in open(sys.argv[2], encoding="utf-8"))
+text = bodies * (20_000_000 // len(bodies.encode("utf-8")) + 1)
+encode(tok, ["预热"], LongDocConfig())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+w = encode(tok, [text], LongDocConfig(strategy="chunks", max_length=512, stride=64, max_windows=64))
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"windows": len(w), "capped": w.capped[0], "grown_mb": grown}))
+"""
+    args = [sys.executable, "-c", code, str(TOKENIZER_DIR), str(ROOT / "data" / "gold_dev.jsonl")]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["windows"] == 64 and result["capped"]
+    # Holding every token costs ~2 GB here; the windows themselves need a few MB.
+    assert result["grown_mb"] < 500, result
+
+
+def test_long_document_windows_match_reading_the_whole_text(tokenizer):
+    """Windows of a document read twice (counted, then only the covered blocks) equal those of one full read."""
+    text = "".join(f"第{i}条 本市加强城市规划管理，GDP增长{i}%。안녕" for i in range(12_000))  # ~300,000 characters
+    cfg = LongDocConfig(strategy="chunks", max_length=64, stride=8, max_windows=7)
+    w = encode(tokenizer, [text, "短文", text[:5000]], cfg)
+    whole = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = whole["input_ids"], whole["offset_mapping"]
+    starts, capped = window_starts(len(ids), 62, 8, 7)
+    assert capped and w.n_tokens[0] == len(ids) and w.doc_index.count(0) == len(starts)
+    unknown = [k for k, i in enumerate(ids) if i == tokenizer.unk_token_id]
+    assert w.n_unknown[0] == len(unknown) >= 12_000  # every "안녕" is unknown
+    unknown_chars = sum(offsets[k][1] - offsets[k][0] for k in unknown)
+    assert w.unknown_share[0] == pytest.approx(unknown_chars / sum(b - a for a, b in offsets))
+    for k, s in enumerate(starts):
+        assert w.input_ids[k][1:-1] == ids[s : s + 62]
+        assert w.spans[k] == [(offsets[s][0], offsets[min(s + 62, len(ids)) - 1][1])]

@@ -1,14 +1,17 @@
 """Prediction over files: streams documents from .txt files, folders, JSONL, CSV or Parquet in bounded memory,
 writes results as it goes, resumes an interrupted run, and reports unreadable documents instead of stopping.
 
-Every document has a stable ``source`` key (``path`` for a .txt file, ``path:line`` or ``path:row`` for a
-table), which is how a resumed run knows what is already done.
+Every document has a stable ``source`` key (``path`` for a .txt file, ``path:line`` for JSONL and CSV, the
+line a row starts on, ``path:row`` for Parquet), which is how a resumed run knows what is already done.
+A run writes only files it may own (see ``govtopic.fsutil.claim_output``): never an input, never a file
+another program wrote, never one another run is writing, never a device or pipe.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import logging
 import os
@@ -16,23 +19,37 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+
+from govtopic.fsutil import FileSafetyError, check_claimable, claim_output, identity, release_output, same_file
 
 logger = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-ENCODINGS = ("utf-8-sig", "gb18030")
+# Tried in this order when a text is not UTF-8; when both decode it, charset-normalizer decides.
+CHINESE_ENCODINGS = ("gb18030", "big5")
+UNREADABLE = "not UTF-8, GB18030 or Big5 text"
+# Bytes of a table read to choose its encoding.
+ENCODING_SAMPLE = 65536
+# How messages name the two files a run writes, and the option that chooses each.
+OUTPUT = ("output file", "--output")
+ERRORS = ("errors file", "--errors")
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+class InputError(ValueError):
+    """An input of a prediction run cannot be read at all (it does not exist, or is a device or pipe)."""
 
 
 @dataclass
 class Columns:
     text: str = "text"
     id: str = "id"
-    # When the model was trained with the title before the body, the same column is read here.
+    # The title column (the model's own by default); titles are read by the model's title rule.
     title: str | None = None
 
 
@@ -43,36 +60,74 @@ class Record:
     text: str | None = None
     error: str | None = None
     position: int | None = None  # input position, kept only while several processes share the work
+    title: str | None = None
+
+    def document(self) -> dict:
+        return {"title": self.title or "", "text": self.text or ""}
 
 
 def decode_bytes(raw: bytes) -> str:
-    """UTF-8 (with or without BOM), else GB18030, the encodings Chinese portals publish in."""
-    for enc in ENCODINGS:
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError:
-            continue
-    raise UnicodeDecodeError("utf-8/gb18030", raw[:1], 0, 1, "neither UTF-8 nor GB18030")
+    """UTF-8 (with or without BOM), else GB18030 or Big5, the encodings Chinese portals publish in.
+
+    Big5 text comes back as the Traditional Chinese it holds (normalisation converts it to Simplified later).
+    Raises ``UnicodeDecodeError`` when the bytes are none of these.
+    """
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        first = err
+    encoding = detect_chinese_encoding(raw)
+    if encoding is None:
+        raise UnicodeDecodeError("utf-8/gb18030/big5", raw, first.start, first.end, UNREADABLE)
+    return raw.decode(encoding)
+
+
+def detect_chinese_encoding(raw: bytes) -> str | None:
+    """``"gb18030"`` or ``"big5"``, whichever decodes ``raw`` into real text; None when neither decodes it.
+
+    Almost any Big5 text also decodes as GB18030 (into nonsense) and short Simplified texts often decode as
+    Big5, so charset-normalizer compares the two readings; GB18030 wins a tie, as it is what mainland
+    portals publish in.
+    """
+    fits = [enc for enc in CHINESE_ENCODINGS if _decodes(raw, enc)]
+    if len(fits) < 2:
+        return fits[0] if fits else None
+    from charset_normalizer import from_bytes
+
+    chaos = {match.encoding: match.chaos for match in from_bytes(raw, cp_isolation=fits)}
+    if "big5" in chaos and chaos["big5"] < chaos.get("gb18030", float("inf")):
+        return "big5"
+    return "gb18030"
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _read_txt(path: Path) -> Record:
     try:
         return Record(str(path), path.stem, decode_bytes(path.read_bytes()))
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        problem = f"{UNREADABLE} (undecodable byte at offset {err.start}); save it as UTF-8"
+        return Record(str(path), path.stem, error=problem)
+    except OSError as err:
         return Record(str(path), path.stem, error=f"unreadable: {err}")
 
 
 def _open_text(path: Path):
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    head = raw.peek(65536)[:65536] if hasattr(raw, "peek") else b""
+    head = raw.peek(ENCODING_SAMPLE)[:ENCODING_SAMPLE] if hasattr(raw, "peek") else b""
     encoding = "utf-8-sig"
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as err:
         if err.start < len(head) - 4:  # not just a character cut at the end of the sample
-            encoding = "gb18030"
-    import io
-
+            whole_lines = head[: head.rfind(b"\n") + 1] or head
+            encoding = detect_chinese_encoding(whole_lines) or "gb18030"
     # Undecodable bytes become lone surrogates, reported per row (see _UNDECODED), not a stop.
     return io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
 
@@ -91,7 +146,7 @@ def _read_jsonl(path: Path, cols: Columns) -> Iterator[Record]:
             try:
                 line = decode_bytes(raw)
             except UnicodeDecodeError:
-                yield Record(source, error=f"line {number}: neither UTF-8 nor GB18030")
+                yield Record(source, error=f"line {number}: {UNREADABLE}")
                 continue
             if line.strip():
                 yield _json_record(line, source, cols)
@@ -110,30 +165,105 @@ def _json_record(line: str, source: str, cols: Columns) -> Record:
 def _row_record(row: dict, source: str, cols: Columns) -> Record:
     ident = row.get(cols.id)
     ident = None if ident is None else str(ident)
-    if cols.text not in row:
+    has_title = bool(cols.title) and cols.title in row
+    if cols.text not in row and not has_title:
         return Record(source, ident, error=f"no {cols.text!r} column (use --text-column)")
-    text = row[cols.text]
-    if not isinstance(text, str):
-        return Record(source, ident, error=f"{cols.text!r} is {type(text).__name__}, not text")
-    if _UNDECODED.search(text):
-        return Record(source, ident, error="undecodable bytes (neither UTF-8 nor GB18030)")
-    title = row.get(cols.title) if cols.title else None
-    if isinstance(title, str) and title.strip():
-        text = f"{title}\n{text}"  # the model was trained with the title before the body
-    return Record(source, ident, text)
+    text, title = row.get(cols.text), row.get(cols.title) if has_title else None
+    for name, value in ((cols.text, text), (cols.title, title)):
+        if value is not None and not isinstance(value, str):
+            return Record(source, ident, error=f"{name!r} is {type(value).__name__}, not text")
+        if value and _UNDECODED.search(value):
+            return Record(source, ident, error=f"undecodable bytes ({UNREADABLE})")
+    return Record(source, ident, text or "", title=title)
+
+
+class _Lines:
+    """The physical lines of a text file, numbered from 1; lines taken since a record began can be re-read."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.number = 0  # of the last line handed out
+        self.taken: list[str] = []
+        self.again: list[str] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.again.pop() if self.again else next(self.fh)
+        self.number += 1
+        self.taken.append(line)
+        return line
+
+    def begin_record(self) -> int:
+        """Forget the lines taken so far; returns the number of the line the next record starts on."""
+        self.taken = []
+        return self.number + 1
+
+    def reread_after_first(self) -> None:
+        """Hand out again every line of the current record but its first (it swallowed them by mistake)."""
+        rest = self.taken[1:]
+        self.again.extend(reversed(rest))
+        self.number -= len(rest)
 
 
 def _read_csv(path: Path, cols: Columns) -> Iterator[Record]:
+    """Rows of a CSV file, each named by the line it starts on.
+
+    A quote that is never closed would swallow every following row into one text, so quoting is read
+    strictly: such a row becomes an error record naming its line, and the lines it swallowed are read again
+    as rows. A row with more or fewer fields than the header (a comma in unquoted text) is an error too.
+    """
     csv.field_size_limit(sys.maxsize)
     with _open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or cols.text not in reader.fieldnames:
-            yield Record(
-                str(path), error=f"no {cols.text!r} column in the header {reader.fieldnames} (use --text-column)"
-            )
+        lines = _Lines(fh)
+        reader = csv.reader(lines, strict=True)
+        try:
+            header = next(reader, None)
+        except csv.Error as err:
+            header, problem = None, f"unreadable header ({err})"
+        else:
+            problem = f"no {cols.text!r} column in the header {header} (use --text-column)"
+        if header is None or cols.text not in header:
+            yield Record(str(path), error=problem)
             return
-        for number, row in enumerate(reader, 2):
-            yield _row_record(row, f"{path}:{number}", cols)
+        while True:
+            start = lines.begin_record()
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                yield Record(f"{path}:{start}", error=_quote_problem(start, lines.number, err))
+                lines.reread_after_first()
+                continue
+            if row:  # blank lines are skipped
+                yield _csv_record(row, header, f"{path}:{start}", start, cols)
+
+
+def _quote_problem(start: int, end: int, err: csv.Error) -> str:
+    if "end of data" in str(err):
+        where = "the file ends inside it"
+    elif "expected after" in str(err):
+        where = f"{err} on line {end}"
+    else:
+        return f"line {start}: malformed CSV ({err}, on line {end}); the row was skipped"
+    return (
+        f"line {start}: a quote opened in this row is never closed ({where}), so the row was skipped and the "
+        'lines after it were read as rows of their own; close the quote, or write a quote inside quoted text as ""'
+    )
+
+
+def _csv_record(row: list[str], header: list[str], source: str, line: int, cols: Columns) -> Record:
+    if len(row) != len(header):
+        fields = f"{len(row)} field{'s' if len(row) != 1 else ''}"
+        ident = row[header.index(cols.id)] if cols.id in header and header.index(cols.id) < len(row) else None
+        return Record(
+            source,
+            ident,
+            error=f"line {line}: {fields}, but the header has {len(header)}; put text that holds commas in quotes",
+        )
+    return _row_record(dict(zip(header, row)), source, cols)
 
 
 def _read_parquet(path: Path, cols: Columns) -> Iterator[Record]:
@@ -185,21 +315,116 @@ def _records_of(item: str, cols: Columns) -> Iterator[Record]:
         yield _read_txt(path)
 
 
+def check_inputs(inputs: list[str]) -> None:
+    """Raise ``InputError`` naming every input that is missing or not a file or folder, before any work."""
+    if not inputs:
+        raise InputError("no inputs given: pass .txt files, folders of them, or .jsonl/.csv/.parquet tables")
+    problems = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            problems.append(f"{item}: no such file or folder")
+        elif not (path.is_file() or path.is_dir()):
+            problems.append(f"{item}: not a regular file or folder (a device, pipe or socket)")
+    if problems:
+        raise InputError(
+            "cannot read the inputs: " + "; ".join(problems) + ". Inputs are .txt files, folders of them, "
+            "or .jsonl/.csv/.parquet tables: check the paths"
+        )
+
+
+def check_outputs(inputs: list[str], output: Path, errors: Path) -> None:
+    """Refuse an output or errors file that is an input or each other, or that govtopic may not write.
+
+    Checked before anything is deleted or opened for writing; links and hard links count as the same file.
+    """
+    for path, (what, option) in ((output, OUTPUT), (errors, ERRORS)):
+        for item in inputs:
+            if _reads(item, path):
+                raise FileSafetyError(
+                    f"{what} {path} is also an input (read from {item}): writing it would destroy the documents "
+                    f"being read; choose a path outside the inputs ({option})"
+                )
+    if same_file(output, errors):
+        raise FileSafetyError(
+            f"the output file {output} and the errors file {errors} are the same file; pass another --errors "
+            f"path, or leave it out to use {_default_errors(output)}"
+        )
+    check_claimable(output, *OUTPUT)
+    check_claimable(errors, *ERRORS)
+
+
+def _reads(item: str, path: Path) -> bool:
+    """Whether reading input ``item`` reads the file at ``path``, as it is or once it is created."""
+    source = Path(item)
+    if not source.is_dir():
+        return same_file(source, path)
+    real = Path(os.path.realpath(path))
+    if real.suffix.lower() == ".txt" and real.is_relative_to(os.path.realpath(source)):
+        return True
+    ident = identity(path)
+    for entry in source.rglob("*"):  # links inside the folder may point at the path from anywhere
+        if entry.suffix.lower() != ".txt":
+            continue
+        if entry.is_symlink() and Path(os.path.realpath(entry)) == real:
+            return True
+        if ident is not None and identity(entry) == ident:
+            return True
+    return False
+
+
+def _file_path(path: str | Path, what: str, option: str) -> Path:
+    if str(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file named like the folder
+        raise FileSafetyError(f"{what} {path} names a folder; expected a file path ({option}), e.g. {path}out.jsonl")
+    return Path(path)
+
+
+def _default_errors(output: Path) -> Path:
+    return output.with_name(output.stem + ".errors.jsonl")
+
+
+def _source_of(line: bytes) -> str | None:
+    """The ``source`` of a result or error line govtopic wrote; None for anything else."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    source = row.get("source") if isinstance(row, dict) else None
+    return source if isinstance(source, str) else None
+
+
+def _not_ours(path: Path, number: int) -> FileSafetyError:
+    return FileSafetyError(
+        f"line {number} of {path} is not a govtopic result (a JSON object with a 'source'), so the file was "
+        "changed after govtopic wrote it; govtopic will not append to it, cut it or delete it: choose another "
+        "path, or delete the file yourself if you no longer need it"
+    )
+
+
+def _verify_results(path: Path) -> None:
+    """Refuse an output whose first line is not a govtopic result (a lone cut-short line is accepted)."""
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 20)
+    if first.endswith(b"\n") and first.strip() and _source_of(first) is None:
+        raise _not_ours(path, 1)
+
+
 def _done_sources(output: Path) -> set[str]:
-    """Sources already in an output file; a last line cut short by a crash is removed first."""
+    """Sources already in a govtopic output; a last line cut short by a crash is removed first."""
     if not output.exists():
         return set()
     data = output.read_bytes()
     keep = data.rfind(b"\n") + 1
+    done = set()
+    for number, line in enumerate(data[:keep].splitlines(), 1):
+        if line.strip():
+            source = _source_of(line)
+            if source is None:
+                raise _not_ours(output, number)
+            done.add(source)
     if keep < len(data):
         with open(output, "r+b") as fh:
             fh.truncate(keep)
-    done = set()
-    for line in data[:keep].splitlines():
-        try:
-            done.add(json.loads(line)["source"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
     return done
 
 
@@ -215,6 +440,8 @@ class Job:
     resume: bool = True
     text_column: str = "text"
     id_column: str = "id"
+    # Title column of tables; None: the model's own (the column it was trained with), "" for none.
+    title_column: str | None = None
     evidence: bool = False
     progress: bool = True
 
@@ -224,14 +451,18 @@ def predict_files(
 ) -> dict:
     """Predict every document of ``inputs`` into JSONL ``output``; unreadable ones go to ``errors``.
 
-    ``settings`` are the fields of ``Job`` (batch_size, top_k, long_doc, resume, text_column, ...). Under
-    ``accelerate launch`` (WORLD_SIZE > 1) each process takes every n-th document and writes its own part;
-    the first process then merges the parts into ``output`` in input order.
+    ``settings`` are the fields of ``Job`` (batch_size, top_k, long_doc, resume, text_column, ...). Before
+    the model loads, missing inputs raise ``InputError``, and an output or errors file that is an input,
+    that is not a regular file, that another run is writing, or that govtopic did not write raises
+    ``FileSafetyError``: govtopic only resumes into (or with ``resume=False`` starts over in) its own files.
+    Under ``accelerate launch`` (WORLD_SIZE > 1) each process takes every n-th document and writes its own
+    part; the first process then merges the parts into ``output`` in input order.
     """
     job = Job(model=model, **settings)
-    output = Path(output)
-    errors = Path(errors) if errors else output.with_name(output.stem + ".errors.jsonl")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = _file_path(output, *OUTPUT)
+    errors = _file_path(errors, *ERRORS) if errors else _default_errors(output)
+    check_inputs(inputs)
+    check_outputs(inputs, output, errors)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return _predict_shard(inputs, job, output, errors, 0, 1)
@@ -245,12 +476,16 @@ def predict_files(
     part = output.with_name(f"{output.name}.part{state.process_index}")
     part_errors = errors.with_name(f"{errors.name}.part{state.process_index}")
     job = dataclasses.replace(job, progress=job.progress and state.is_main_process)
-    counts = _predict_shard(inputs, job, part, part_errors, state.process_index, world)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        _merge_parts(output, world)
-        _merge_parts(errors, world)
-    state.wait_for_everyone()
+    with ExitStack() as held:
+        if state.is_main_process:  # the merged files are written by this process only
+            held.enter_context(claim_output(output, *OUTPUT, verify=_verify_results))
+            held.enter_context(claim_output(errors, *ERRORS, verify=_verify_results))
+        counts = _predict_shard(inputs, job, part, part_errors, state.process_index, world)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            _merge_parts(output, world)
+            _merge_parts(errors, world)
+        state.wait_for_everyone()
     return {**counts, "output": str(output), "errors_file": str(errors), "process": state.process_index}
 
 
@@ -266,45 +501,56 @@ def _merge_parts(target: Path, world: int) -> None:
     rows.sort(key=lambda r: r.pop("position"))
     atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     for rank in range(world):
-        target.with_name(f"{target.name}.part{rank}").unlink(missing_ok=True)
+        part = target.with_name(f"{target.name}.part{rank}")
+        part.unlink(missing_ok=True)
+        release_output(part)
 
 
 def _predict_shard(inputs: list[str], job: Job, output: Path, errors: Path, rank: int, world: int) -> dict:
     """This process's share (every ``world``-th document from ``rank``), appended to ``output``."""
     from govtopic.predict import get_classifier
 
-    if not job.resume:
-        output.unlink(missing_ok=True)
-        errors.unlink(missing_ok=True)
-    done = _done_sources(output) | _done_sources(errors)
-    clf = get_classifier(job.model)
+    with (
+        claim_output(output, *OUTPUT, verify=_verify_results),
+        claim_output(errors, *ERRORS, verify=_verify_results),
+    ):
+        if not job.resume:  # both are govtopic's own files, held by this run: start them over
+            os.truncate(output, 0)
+            os.truncate(errors, 0)
+        done = _done_sources(output) | _done_sources(errors)
+        with open(output, "a", encoding="utf-8") as out, open(errors, "a", encoding="utf-8") as err:
+            clf = get_classifier(job.model)
+            title = clf.record.title_column if job.title_column is None else (job.title_column or None)
+            columns = Columns(job.text_column, job.id_column, title)
+            counts = _predict_records(iter_records(inputs, columns), clf, job, out, err, done, rank, world)
+    counts["output"], counts["errors_file"] = str(output), str(errors)
+    return counts
+
+
+def _predict_records(records: Iterator[Record], clf, job: Job, out, err, done: set[str], rank: int, world: int) -> dict:
     counts = {"predicted": 0, "skipped_done": 0, "errors": 0}
     started = time.time()
     bar = _bar(job.progress)
-    title = (getattr(clf.model.config, "govtopic", None) or {}).get("title_column")
-    columns = Columns(job.text_column, job.id_column, title)
-    with open(output, "a", encoding="utf-8") as out, open(errors, "a", encoding="utf-8") as err:
-        pending: list[Record] = []
-        for position, rec in enumerate(iter_records(inputs, columns)):
-            if position % world != rank:
-                continue
-            rec.position = position if world > 1 else None
-            if rec.source in done:
-                counts["skipped_done"] += 1
-                continue
-            if rec.error:
-                err.write(json.dumps(_error_row(rec), ensure_ascii=False) + "\n")
-                err.flush()
-                counts["errors"] += 1
-                continue
-            pending.append(rec)
-            if len(pending) >= job.chunk_docs:
-                _flush(clf, pending, out, job, counts, bar)
-        _flush(clf, pending, out, job, counts, bar)
+    pending: list[Record] = []
+    for position, rec in enumerate(records):
+        if position % world != rank:
+            continue
+        rec.position = position if world > 1 else None
+        if rec.source in done:
+            counts["skipped_done"] += 1
+            continue
+        if rec.error:
+            err.write(json.dumps(_error_row(rec), ensure_ascii=False) + "\n")
+            err.flush()
+            counts["errors"] += 1
+            continue
+        pending.append(rec)
+        if len(pending) >= job.chunk_docs:
+            _flush(clf, pending, out, job, counts, bar)
+    _flush(clf, pending, out, job, counts, bar)
     bar.close()
     counts["seconds"] = round(time.time() - started, 2)
     counts["docs_per_second"] = round(counts["predicted"] / max(counts["seconds"], 1e-9), 1)
-    counts["output"], counts["errors_file"] = str(output), str(errors)
     return counts
 
 
@@ -319,7 +565,7 @@ def _flush(clf, pending: list[Record], out, job: Job, counts: dict, bar) -> None
     if not pending:
         return
     results = clf.predict(
-        [r.text for r in pending],
+        [r.document() for r in pending],
         batch_size=job.batch_size,
         top_k=job.top_k,
         long_doc=job.long_doc,

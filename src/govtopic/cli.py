@@ -17,6 +17,12 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="fine-tune a classifier from a YAML config")
     t.add_argument("config", help="YAML config (see configs/)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 output_dir=runs/x")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start output_dir over: delete its checkpoints/, model/ and eval/ first (train.overwrite=true); "
+        "needed to reuse a run folder whose earlier run had other settings or data",
+    )
 
     pt = sub.add_parser("pretrain", help="masked-language-model pre-training on unlabelled text")
     pt.add_argument("config", help="YAML config (see configs/dapt-small.yaml)")
@@ -38,12 +44,21 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="predict topics for .txt files, folders, JSONL/CSV/Parquet")
     r.add_argument("model_dir", help="model folder or Hub id")
     r.add_argument("inputs", nargs="+", help=".txt files, folders of .txt, or .jsonl/.csv/.parquet tables")
-    r.add_argument("--output", default="predictions.jsonl", help="results, one JSON line per document")
+    r.add_argument(
+        "--output",
+        default="predictions.jsonl",
+        help="results, one JSON line per document: a new file, or one an earlier govtopic run wrote (resumed)",
+    )
     r.add_argument("--errors", help="unreadable documents (default: OUTPUT with .errors.jsonl)")
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--top-k", type=int, default=1)
     r.add_argument("--long-doc", choices=["head", "head_tail", "chunks"])
     r.add_argument("--text-column", default="text")
+    r.add_argument(
+        "--title-column",
+        help="title column of tables, read by the model's title rule (default: the column the model was trained "
+        "with; '' for none)",
+    )
     r.add_argument("--id-column", default="id")
     r.add_argument("--evidence", action="store_true", help="add the passage that supports each label")
     r.add_argument(
@@ -66,7 +81,7 @@ def _train(args) -> int:
     from govtopic.config import load_config
     from govtopic.training import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *(["train.overwrite=true"] if args.overwrite else [])])
     model_dir = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate launch the first process reports
@@ -125,6 +140,7 @@ def _predict(args) -> int:
         long_doc=args.long_doc,
         resume=not args.no_resume,
         text_column=args.text_column,
+        title_column=args.title_column,
         id_column=args.id_column,
         evidence=args.evidence,
     )

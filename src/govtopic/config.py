@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,13 +56,40 @@ class ModelConfig:
     # plain BertForSequenceClassification (see govtopic/pooling.py); it learns far faster than "cls" from
     # random or lightly pre-trained weights (all the small CPU configs use it).
     pooling: Literal["cls", "mean"] = "cls"
+    # Fit a character n-gram channel (TF-IDF + linear SVM at the first level) beside the transformer and add
+    # its scores with a weight chosen on the validation split (govtopic/ngram.py). Kept in the model folder as
+    # tensors; it helps most where labelled rows are few and short (titles, summaries).
+    ngram_channel: bool = False
+
+
+@dataclass
+class SourceConfig:
+    """One training source: a file with its own columns, label spellings and weight."""
+
+    # Name used in reports (per-source figures); defaults to the file name.
+    name: str | None = None
+    # JSONL, CSV or Parquet (optionally .gz).
+    file: str | None = None
+    # null for a title-only source; a row may have a title, a body or both.
+    text_column: str | None = "text"
+    # null when the source has no titles.
+    title_column: str | None = "title"
+    label_column: str = "label"
+    split_column: str | None = "split"
+    # Multiplies this source's share of the training loss (e.g. 2.0 for the portal you tag for).
+    weight: float = 1.0
+    # Extra published spellings of this source (file or mapping), applied before data.label_map.
+    label_map: str | dict[str, Any] | None = None
 
 
 @dataclass
 class DataConfig:
-    # JSONL, CSV or Parquet (optionally .gz). Required for training.
+    # One source: JSONL, CSV or Parquet (optionally .gz). Either this or data.sources is required for training.
     train_file: str | None = None
-    # Optional separate evaluation file; otherwise the test split of train_file is used.
+    # Several sources trained together (each with its columns, label spellings and weight); replaces
+    # train_file. Splits are taken per source, and reports give every figure per source and overall.
+    sources: list[SourceConfig] = field(default_factory=list)
+    # Optional separate evaluation file; otherwise the test split of the training sources is used.
     test_file: str | None = None
     text_column: str = "text"
     # Set to null when the data has no title column.
@@ -68,10 +97,13 @@ class DataConfig:
     label_column: str = "label"
     # Rows with this column set to train/validation/test keep their split; otherwise a seeded stratified split.
     split_column: str | None = "split"
-    prepend_title: bool = False
-    # YAML file of the official taxonomy; labels outside it are an error naming the row.
+    # YAML file of the official taxonomy; labels outside it are an error naming every unknown spelling.
     taxonomy: str | None = None
-    # "full" keeps 一级\二级 labels; "l1" trains on the first level only.
+    # Published spellings mapped to taxonomy labels: a YAML file ({version, labels}) or an inline mapping.
+    label_map: str | dict[str, Any] | None = None
+    # Labels outside the taxonomy after mapping: "error" lists them all; "drop" leaves the rows out (counted).
+    unknown_labels: Literal["error", "drop"] = "error"
+    # "full" keeps 一级\二级 labels (first-level-only rows train their level as a whole); "l1" cuts all to 一级.
     label_level: Literal["full", "l1"] = "full"
     # Fraction of the labelled rows held out for testing when there is no split column.
     test_fraction: float = 0.2
@@ -99,6 +131,12 @@ class LongDocConfig:
     max_windows: int = 64
     # chunks: at most this many windows per document during training (spread evenly).
     train_max_windows: int = 4
+    # How a document's title is read. "window": the title is a window of its own, weighted title_weight
+    # in the document's pooled logits, so it keeps its weight on a body of sixty windows; "prepend": the
+    # title starts the body (it is then only in the first window); "none": titles are ignored.
+    title: Literal["window", "prepend", "none"] = "window"
+    # "window": the title window's share of the document's logits when it has a body too.
+    title_weight: float = 0.5
 
 
 @dataclass
@@ -121,8 +159,11 @@ class TrainConfig:
     # Checkpoints every this many steps (0: once per epoch).
     save_steps: int = 0
     save_total_limit: int = 2
-    # Continue from the last checkpoint in output_dir when one exists.
+    # Continue from the last checkpoint in output_dir when one exists (only a run of the same config and data).
     resume: bool = True
+    # Start the run folder over: its checkpoints, model and eval reports are deleted first. Needed to reuse an
+    # output_dir whose earlier run had another config or data (`govtopic train --overwrite`).
+    overwrite: bool = False
     # Evaluate the saved model on the test split after training.
     evaluate_after: bool = True
     dataloader_num_workers: int = 0
@@ -174,12 +215,27 @@ class Config:
 
 
 # ---------------------------------------------------------------- conversion
+# Values are echoed in messages at most this long: a config value can be any size.
+_SHORT_CHARS = 80
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 3, 8, 8
+_REPR.maxstring = _REPR.maxother = _SHORT_CHARS
+
+
+def _short(value: Any) -> str:
+    """repr() of ``value`` cut to about 80 characters; large nested values are never expanded in full."""
+    text = _REPR.repr(value)
+    return text if len(text) <= _SHORT_CHARS else text[: _SHORT_CHARS - 3] + "..."
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is dict:
+        return "a mapping"
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     names = {int: "an integer", float: "a float", bool: "true or false", str: "a string"}
@@ -191,7 +247,7 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            problems.append(f"{path}: expected a mapping of settings, got {value!r}")
+            problems.append(f"{path}: expected a mapping of settings, got {_short(value)}")
             return tp()
         return _build(tp, value, path, problems)
     if origin in (typing.Union, types.UnionType):
@@ -203,7 +259,7 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             out = _convert(value, arg, path, trial)
             if not trial:
                 return out
-        problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        problems.append(f"{path}: expected {_type_name(tp)}, got {_short(value)}")
         return None
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -211,8 +267,14 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             return value
         hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}{extra}")
+        problems.append(f"{path}: expected {_type_name(tp)}, got {_short(value)}{extra}")
         return choices[0]
+    if origin is dict:
+        # Only free-form mappings (label maps) are declared as dicts; their content is checked by their owner.
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        problems.append(f"{path}: expected a mapping, got {_short(value)}")
+        return None
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -245,7 +307,7 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-    problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    problems.append(f"{path}: expected {_type_name(tp)}, got {_short(value)}")
     return None
 
 
@@ -254,9 +316,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str]) 
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
+        name = key if isinstance(key, str) and len(key) <= _SHORT_CHARS else _short(key)
+        path = f"{prefix}.{name}" if prefix else str(name)
         if key not in names:
-            hint = difflib.get_close_matches(str(key), names, n=1)
+            hint = difflib.get_close_matches(str(name), names, n=1)
             fix = f"did you mean {hint[0]!r}?" if hint else "valid keys: " + ", ".join(names)
             problems.append(f"{path}: unknown key ({fix})")
             continue
@@ -264,20 +327,43 @@ def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str]) 
     return cls(**kwargs)
 
 
-def _check_values(cfg: Config, problems: list[str]) -> None:
-    """Cross-field checks that a type alone cannot express."""
-    ld = cfg.long_doc
+def check_long_doc(ld: LongDocConfig, prefix: str, problems: list[str]) -> None:
+    """Window settings that would fail or read nothing; shared by configs and model folders (``prefix``)."""
     if not 16 <= ld.max_length <= 8192:
-        problems.append(f"long_doc.max_length: expected 16..8192 tokens, got {ld.max_length}")
+        problems.append(f"{prefix}.max_length: expected 16..8192 tokens, got {ld.max_length}")
     if not 0 <= ld.stride < ld.max_length - 2:
         problems.append(
-            f"long_doc.stride: must be at least 0 and below max_length - 2 ({ld.max_length - 2}), got {ld.stride}"
+            f"{prefix}.stride: must be at least 0 and below max_length - 2 ({ld.max_length - 2}), got {ld.stride}"
         )
     if ld.strategy == "head_tail" and not 0 <= ld.head_tokens <= ld.max_length - 2:
-        problems.append(f"long_doc.head_tokens: must be 0..{ld.max_length - 2}, got {ld.head_tokens}")
+        problems.append(f"{prefix}.head_tokens: must be 0..{ld.max_length - 2}, got {ld.head_tokens}")
     for name in ("max_windows", "train_max_windows"):
         if getattr(ld, name) < 1:
-            problems.append(f"long_doc.{name}: must be at least 1, got {getattr(ld, name)}")
+            problems.append(f"{prefix}.{name}: must be at least 1, got {getattr(ld, name)}")
+    if not 0 <= ld.title_weight <= 1:  # also false for NaN
+        problems.append(f"{prefix}.title_weight: expected a share in [0, 1], got {ld.title_weight}")
+
+
+def check_sources(d: DataConfig, problems: list[str]) -> None:
+    """One way of naming the training data, and sensible source settings."""
+    if d.sources and d.train_file:
+        problems.append("data.train_file and data.sources are both set: list the file as one of data.sources")
+    names = []
+    for i, src in enumerate(d.sources):
+        if not src.file:
+            problems.append(f"data.sources[{i}].file: required (a JSONL, CSV or Parquet file)")
+        if not 0 < src.weight < 1e6:  # also false for NaN
+            problems.append(f"data.sources[{i}].weight: expected a positive number, got {src.weight}")
+        names.append(src.name or (src.file and src.file.rsplit("/", 1)[-1].split(".")[0]))
+    dupes = sorted({n for n in names if n and names.count(n) > 1})
+    if dupes:
+        problems.append(f"data.sources: names {dupes} are used twice; give each source a distinct name")
+
+
+def _check_values(cfg: Config, problems: list[str]) -> None:
+    """Cross-field checks that a type alone cannot express."""
+    check_long_doc(cfg.long_doc, "long_doc", problems)
+    check_sources(cfg.data, problems)
     tr = cfg.train
     if tr.learning_rate is not None and not 0 < tr.learning_rate < 1:
         problems.append(f"train.learning_rate: expected a value in (0, 1), got {tr.learning_rate}")
@@ -290,8 +376,30 @@ def _check_values(cfg: Config, problems: list[str]) -> None:
             problems.append(f"data.{name}: expected a fraction in [0, 1), got {getattr(d, name)}")
     if not 0 <= tr.warmup_ratio < 1:
         problems.append(f"train.warmup_ratio: expected a fraction of the steps in [0, 1), got {tr.warmup_ratio}")
-    if tr.epochs <= 0:
-        problems.append(f"train.epochs: must be above 0, got {tr.epochs}")
+    if not (math.isfinite(tr.epochs) and tr.epochs > 0):
+        problems.append(f"train.epochs: expected a finite number above 0, got {tr.epochs}")
+    if not (math.isfinite(tr.weight_decay) and tr.weight_decay >= 0):
+        problems.append(f"train.weight_decay: expected a finite value of 0 or more, got {tr.weight_decay}")
+    if not 0 <= tr.label_smoothing < 1:
+        problems.append(f"train.label_smoothing: expected a fraction in [0, 1) (e.g. 0.1), got {tr.label_smoothing}")
+    if tr.logging_steps < 1:
+        problems.append(f"train.logging_steps: must be at least 1, got {tr.logging_steps}")
+    if tr.save_steps < 0:
+        problems.append(f"train.save_steps: must be 0 (a checkpoint per epoch) or more, got {tr.save_steps}")
+    if tr.save_total_limit < 1:
+        problems.append(
+            f"train.save_total_limit: must be at least 1 (a run resumes from its last), got {tr.save_total_limit}"
+        )
+    if not 0 <= tr.seed < 2**32:
+        problems.append(f"train.seed: expected 0..{2**32 - 1}, got {tr.seed}")
+    if tr.dataloader_num_workers < 0:
+        problems.append(f"train.dataloader_num_workers: must be 0 or more, got {tr.dataloader_num_workers}")
+    if d.max_train_samples is not None and d.max_train_samples < 1:
+        problems.append(
+            f"data.max_train_samples: must be at least 1 (or null for every row), got {d.max_train_samples}"
+        )
+    if d.min_class_count < 1:
+        problems.append(f"data.min_class_count: must be at least 1 (1 keeps every class), got {d.min_class_count}")
     if tr.max_steps is not None and tr.max_steps < 1:
         problems.append(f"train.max_steps: must be at least 1 (or null to use train.epochs), got {tr.max_steps}")
     if cfg.eval.batch_size < 1:
@@ -338,6 +446,65 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
+# A config is a few hundred values. Far larger files, or aliases that expand far beyond that (a YAML "billion
+# laughs": 90 aliases expand to 10^9 values), are refused before their values are built or echoed.
+_MAX_CONFIG_BYTES = 1 << 20
+_MAX_CONFIG_VALUES = 100_000
+
+
+class _TooLarge(yaml.YAMLError):
+    """A YAML document that would expand beyond what any config needs."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """The safe loader (no code tags), refusing documents whose aliases expand beyond _MAX_CONFIG_VALUES."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], open_nodes: set[int]) -> int:
+    """Values in ``node`` with every alias written out; raises _TooLarge past _MAX_CONFIG_VALUES or on a cycle."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_nodes:
+        raise _TooLarge("an alias is used inside its own anchor (a recursive alias); write the value out instead")
+    open_nodes.add(key)
+    children = node.value if isinstance(node, yaml.SequenceNode) else []
+    if isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    total = 1
+    for child in children:
+        total += _expanded_size(child, memo, open_nodes)
+        if total > _MAX_CONFIG_VALUES:
+            raise _TooLarge(
+                f"its aliases expand to more than {_MAX_CONFIG_VALUES:,} values (a config has a few hundred); "
+                "write the values out instead of nesting aliases"
+            )
+    open_nodes.discard(key)
+    memo[key] = total
+    return total
+
+
+def _read_yaml(p: Path, source: str) -> Any:
+    size = p.stat().st_size
+    if size > _MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [f"the file is larger than 1 MB ({size:,} bytes); a config is a few kB. Is {p} really a config?"], source
+        )
+    try:
+        return yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)
+    except _TooLarge as err:
+        raise ConfigError([f"refused: {err}"], source) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([f"not valid YAML: {err}"], source) from err
+    except RecursionError:
+        raise ConfigError(["refused: values nested too deeply for a config"], source) from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
     values: dict[str, Any] = {}
@@ -347,11 +514,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file {p} does not exist; see configs/ for examples")
-        try:
-            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError([f"not valid YAML: {err}"], source) from err
+        values = _read_yaml(p, source) or {}
         if not isinstance(values, dict):
-            raise ConfigError([f"expected a mapping of sections at the top level, got {values!r}"], source)
+            raise ConfigError([f"expected a mapping of sections at the top level, got {_short(values)}"], source)
     values = apply_overrides(values, overrides or [])
     return from_dict(values, source)

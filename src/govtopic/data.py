@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from govtopic.config import DataConfig
-from govtopic.labels import Taxonomy, l1, parse_label
+from govtopic.config import DataConfig, SourceConfig
+from govtopic.labels import LabelError, LabelMap, LabelScheme, Taxonomy
 from govtopic.normalize import NormalizeConfig, normalize_many
 
 logger = logging.getLogger(__name__)
@@ -33,15 +34,32 @@ class DataError(ValueError):
 
 @dataclass
 class Split:
-    """Documents of one split, normalised and ready for a tokenizer."""
+    """Documents of one split, normalised and ready for a tokenizer: body and title kept apart, so the
+    model's title rule (``long_doc.title``) reads them the same way in training and prediction."""
 
     texts: list[str]
     labels: list[str | None]
     titles: list[str]
     ids: list[str]
+    sources: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sources = self.sources or [""] * len(self.texts)
+        self.weights = self.weights or [1.0] * len(self.texts)
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def subset(self, keep: list[int]) -> Split:
+        return Split(*([getattr(self, f)[i] for i in keep] for f in _SPLIT_FIELDS))
+
+
+_SPLIT_FIELDS = ("texts", "labels", "titles", "ids", "sources", "weights")
+
+
+def concat(splits: list[Split]) -> Split:
+    return Split(*([x for sp in splits for x in getattr(sp, f)] for f in _SPLIT_FIELDS))
 
 
 @dataclass
@@ -51,6 +69,7 @@ class LabelledData:
     test: Split
     label_names: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
+    scheme: LabelScheme | None = None
 
 
 def file_format(path: str | Path) -> str:
@@ -106,48 +125,114 @@ def read_table(path: str | Path) -> list[dict]:
     return rows
 
 
-def _require_columns(rows: list[dict], path: str, columns: dict[str, str | None]) -> None:
+def _require_columns(rows: list[dict], path: str, columns: dict[str, str | None], prefix: str = "data") -> None:
     present = set(rows[0].keys())
     for setting, column in columns.items():
         if column is not None and column not in present:
             raise DataError(
-                f"{path}: no column {column!r} (set by data.{setting}); columns found: "
-                f"{', '.join(sorted(present))}. Set data.{setting} to the right column name."
+                f"{path}: no column {column!r} (set by {prefix}.{setting}); columns found: "
+                f"{', '.join(sorted(present))}. Set {prefix}.{setting} to the right column name"
+                + (", or to null when the data has none." if setting == "title_column" else ".")
             )
 
 
-def document_text(row: dict, cfg: DataConfig) -> str:
-    """Body text with the title prepended when configured (the same rule for training and prediction)."""
-    text = row.get(cfg.text_column)
-    text = "" if text is None else str(text)
-    if cfg.prepend_title and cfg.title_column:
-        title = row.get(cfg.title_column)
-        if title:
-            text = f"{title}\n{text}"
-    return text
+def resolve_sources(cfg: DataConfig) -> list[SourceConfig]:
+    """The training sources: ``data.sources``, or ``data.train_file`` with the data-level columns."""
+    if cfg.sources:
+        sources = list(cfg.sources)
+    elif cfg.train_file:
+        sources = [
+            SourceConfig(
+                file=cfg.train_file,
+                text_column=cfg.text_column,
+                title_column=cfg.title_column,
+                label_column=cfg.label_column,
+                split_column=cfg.split_column,
+            )
+        ]
+    else:
+        raise DataError("no training data: set data.sources (or data.train_file) to JSONL, CSV or Parquet files")
+    return [dataclasses.replace(s, name=s.name or Path(s.file).name.split(".")[0]) if s.file else s for s in sources]
 
 
-def parse_rows(rows: list[dict], path: str, cfg: DataConfig, taxonomy: Taxonomy | None) -> list[dict]:
-    """Canonical labels (checked against the taxonomy) for each row; unlabelled rows keep None."""
-    _require_columns(rows, path, {"text_column": cfg.text_column, "label_column": cfg.label_column})
-    problems = []
+def label_scheme(cfg: DataConfig, source: SourceConfig | None = None) -> LabelScheme:
+    """The label scheme for ``cfg`` (with a source's own spellings, which win over data.label_map)."""
+    taxonomy = Taxonomy.load(cfg.taxonomy) if cfg.taxonomy else None
+    base = Path(cfg.taxonomy).parent if cfg.taxonomy else None
+    try:
+        shared = LabelMap.load(cfg.label_map, base)
+        if source is not None and source.label_map is not None:
+            own = LabelMap.load(source.label_map, base)
+            shared = LabelMap({**shared.labels, **own.labels}, f"{shared.version}+{source.name}:{own.version}")
+        return LabelScheme(taxonomy, shared, cfg.unknown_labels, cfg.label_level)
+    except LabelError as err:
+        raise DataError(str(err)) from err
+
+
+def _texts(rows: list[dict], path: str, column: str | None, setting: str) -> list[str]:
+    """A text column as strings ('' for missing); any other type is an error naming the row."""
+    if column is None:
+        return [""] * len(rows)
+    out = []
     for number, row in enumerate(rows, 1):
-        label = parse_label(row.get(cfg.label_column))
-        if label is not None and taxonomy is not None:
-            why = taxonomy.problem(label)
-            if why:
-                ident = f" (id {row['id']})" if "id" in row else ""
-                problems.append(f"row {number}{ident}: label {label!r}: {why}")
-        if label is not None and cfg.label_level == "l1":
-            label = l1(label)
-        row["_label"] = label
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        value = row.get(column)
+        if value is not None and not isinstance(value, str):
+            ident = f" (id {row['id']})" if row.get("id") is not None else ""
+            raise DataError(
+                f"{path}: row {number}{ident}: {setting} column {column!r} holds {type(value).__name__} "
+                f"{str(value)[:40]!r}, expected text. Fix the row, or point {setting} at a text column."
+            )
+        out.append(value or "")
+    return out
+
+
+def read_source(source: SourceConfig, cfg: DataConfig, skipped: dict) -> list[dict]:
+    """Rows of one source with canonical ``_label``, ``_title``, ``_text``, ``_source`` and ``_weight``.
+
+    A row may hold a title, a body or both: title-only and summary-only rows are documents too.
+    """
+    path = str(source.file)
+    rows = read_table(path)
+    prefix = "data.sources[]" if cfg.sources else "data"
+    columns = {
+        "label_column": source.label_column,
+        "title_column": source.title_column,
+        "text_column": source.text_column,
+    }
+    _require_columns(rows, path, columns, prefix)
+    if source.text_column is None and source.title_column is None:
+        raise DataError(f"{path}: text_column and title_column are both null; a document needs one of them")
+    titles = _texts(rows, path, source.title_column, "title_column")
+    bodies = _texts(rows, path, source.text_column, "text_column")
+    ids = [row.get("id") for row in rows]
+    try:
+        labels = label_scheme(cfg, source).read([r.get(source.label_column) for r in rows], path, skipped, ids)
+    except LabelError as err:
+        raise DataError(str(err)) from err
+    for row, label, title, body in zip(rows, labels, titles, bodies):
+        row.update(_label=label, _title=title, _text=body, _source=source.name, _weight=source.weight)
+    if not any(r["_label"] is not None and (r["_text"].strip() or r["_title"].strip()) for r in rows):
         raise DataError(
-            f"{path}: {len(problems)} label(s) outside the taxonomy {cfg.taxonomy}:\n  {shown}{more}\n"
-            "Fix the labels, or set data.taxonomy: null to accept any label."
+            f"{path}: no usable rows: none has both a label (column {source.label_column!r}) and some text. "
+            "Check the source's label_column, text_column and title_column."
         )
+    return rows
+
+
+def parse_rows(rows: list[dict], path: str, cfg: DataConfig, scheme: LabelScheme | None = None) -> list[dict]:
+    """Canonical labels, titles and bodies of an evaluation file's rows (data-level columns)."""
+    title_column = cfg.title_column if cfg.title_column in rows[0] else None
+    _require_columns(rows, path, {"text_column": cfg.text_column, "label_column": cfg.label_column})
+    scheme = scheme or label_scheme(cfg)
+    try:
+        labels = scheme.read([r.get(cfg.label_column) for r in rows], path, None, [r.get("id") for r in rows])
+    except LabelError as err:
+        raise DataError(str(err)) from err
+    titles = _texts(rows, path, title_column, "title_column")
+    bodies = _texts(rows, path, cfg.text_column, "text_column")
+    name = Path(path).name.split(".")[0]
+    for row, label, title, body in zip(rows, labels, titles, bodies):
+        row.update(_label=label, _title=title, _text=body, _source=name, _weight=1.0)
     return rows
 
 
@@ -173,25 +258,27 @@ def _stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np
     return np.sort(np.concatenate([kept, idx[single]])), np.sort(held)
 
 
-def _to_split(rows: list[dict], indices, cfg: DataConfig, norm: NormalizeConfig | None) -> Split:
+def _to_split(rows: list[dict], indices, norm: NormalizeConfig | None) -> Split:
     chosen = [rows[i] for i in indices]
-    texts = normalize_many([document_text(r, cfg) for r in chosen], norm)
-    titles = [str(r.get(cfg.title_column) or "") if cfg.title_column else "" for r in chosen]
+    texts = normalize_many([r["_text"] for r in chosen], norm)
+    titles = normalize_many([r["_title"] for r in chosen], norm)
     ids = [str(r.get("id", i)) for r, i in zip(chosen, indices)]
-    return Split(texts, [r["_label"] for r in chosen], titles, ids)
+    sources = [r["_source"] for r in chosen]
+    weights = [float(r["_weight"]) for r in chosen]
+    return Split(texts, [r["_label"] for r in chosen], titles, ids, sources, weights)
 
 
-def assign_splits(rows: list[dict], cfg: DataConfig, seed: int) -> dict[str, list[int]]:
-    """Row indices per split: from the split column when present, else seeded stratified splits."""
+def assign_splits(rows: list[dict], cfg: DataConfig, seed: int, col: str | None = None) -> dict[str, list[int]]:
+    """Row indices per split: from the split column ``col`` when present, else seeded stratified splits."""
     labelled = [i for i, r in enumerate(rows) if r["_label"] is not None]
-    col = cfg.split_column
     if col and col in rows[0]:
         groups: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
         for i in labelled:
             name = split_name(rows[i].get(col))
             if name is None:
                 raise DataError(
-                    f"row {i + 1}: split {rows[i].get(col)!r} in column {col!r} is not train/validation/test"
+                    f"{rows[i]['_source']}: row {i + 1}: split {rows[i].get(col)!r} in column {col!r} is not "
+                    "train/validation/test; fix the row or set the source's split_column to null"
                 )
             groups[name].append(i)
     else:
@@ -206,49 +293,62 @@ def assign_splits(rows: list[dict], cfg: DataConfig, seed: int) -> dict[str, lis
 
 
 def load_labelled(cfg: DataConfig, norm: NormalizeConfig | None, seed: int) -> LabelledData:
-    """Read, check, normalise and split the configured data files."""
-    if not cfg.train_file:
-        raise DataError("data.train_file is not set; point it at a JSONL, CSV or Parquet file of documents")
-    taxonomy = Taxonomy.load(cfg.taxonomy) if cfg.taxonomy else None
-    rows = parse_rows(read_table(cfg.train_file), cfg.train_file, cfg, taxonomy)
-    skipped: dict[str, int] = {"unlabelled": sum(r["_label"] is None for r in rows)}
-    groups = assign_splits(rows, cfg, seed)
-    if cfg.test_file:
-        test = load_eval_file(cfg.test_file, cfg, norm, "test", taxonomy)
-        groups["train"] += groups.pop("test")
-        groups = _drop_overlap(rows, groups, set(test.texts), cfg, norm, skipped)
-    train_idx = groups["train"]
+    """Read, check, normalise and split every training source into one train/validation/test split.
+
+    Each source keeps its own split column (or gets a seeded stratified split), so every source is
+    represented in validation and test and reports can give figures per source.
+    """
+    sources = resolve_sources(cfg)
+    skipped: dict[str, int] = {}
+    parts: dict[str, list[Split]] = {"train": [], "validation": [], "test": []}
+    test = load_eval_file(cfg.test_file, cfg, norm, "test") if cfg.test_file else None
+    for source in sources:
+        rows = read_source(source, cfg, skipped)
+        unlabelled = sum(r["_label"] is None for r in rows)
+        if unlabelled:
+            skipped["unlabelled"] = skipped.get("unlabelled", 0) + unlabelled
+        groups = assign_splits(rows, cfg, seed, source.split_column)
+        if test is not None:
+            groups = {**groups, "train": groups["train"] + groups["test"], "test": []}
+            groups = _drop_overlap(rows, groups, set(test.texts), cfg, norm, skipped)
+        empty = {i for i in groups["train"] if not (rows[i]["_text"].strip() or rows[i]["_title"].strip())}
+        if empty:
+            skipped["empty_rows"] = skipped.get("empty_rows", 0) + len(empty)
+            groups["train"] = [i for i in groups["train"] if i not in empty]
+        for name in parts:
+            parts[name].append(_to_split(rows, groups[name], norm))
+    train = concat(parts["train"])
     if cfg.max_train_samples is not None:
-        train_idx = train_idx[: cfg.max_train_samples]
-    counts = Counter(rows[i]["_label"] for i in train_idx)
+        train = train.subset(list(range(min(cfg.max_train_samples, len(train)))))
+    counts = Counter(train.labels)
     rare = {y for y, c in counts.items() if c < cfg.min_class_count}
     if rare:
         skipped["rare_class_rows"] = sum(counts[y] for y in rare)
         logger.info("dropping %d class(es) with < %d training rows", len(rare), cfg.min_class_count)
-        train_idx = [i for i in train_idx if rows[i]["_label"] not in rare]
-    if not train_idx:
-        raise DataError(f"{cfg.train_file}: no labelled training rows (label column {cfg.label_column!r})")
-    train = _to_split(rows, train_idx, cfg, norm)
-    validation = _to_split(rows, groups["validation"], cfg, norm)
-    if not cfg.test_file:
-        test = _to_split(rows, groups["test"], cfg, norm)
-    label_names = sorted(set(train.labels))
+        train = train.subset([i for i, y in enumerate(train.labels) if y not in rare])
+    if not len(train):
+        raise DataError(f"{', '.join(str(s.file) for s in sources)}: no labelled training rows")
+    validation = concat(parts["validation"])
+    test = test if test is not None else concat(parts["test"])
+    scheme = label_scheme(cfg)
+    label_names = scheme.model_labels(train.labels)
     logger.info(
-        "train %d, validation %d, test %d documents; %d classes; skipped %s",
+        "train %d, validation %d, test %d documents from %d source(s); %d classes; skipped %s",
         len(train),
         len(validation),
         len(test),
+        len(sources),
         len(label_names),
         skipped,
     )
-    return LabelledData(train, validation, test, label_names, skipped)
+    return LabelledData(train, validation, test, label_names, skipped, scheme)
 
 
 def _drop_overlap(rows, groups, test_texts: set[str], cfg, norm, skipped: dict) -> dict[str, list[int]]:
     """Training and validation rows whose text is also in the test file are left out (no leak)."""
     out = dict(groups)
     for name in ("train", "validation"):
-        texts = normalize_many([document_text(rows[i], cfg) for i in groups[name]], norm)
+        texts = normalize_many([rows[i]["_text"] for i in groups[name]], norm)
         out[name] = [i for i, t in zip(groups[name], texts) if t not in test_texts]
         dropped = len(groups[name]) - len(out[name])
         if dropped:
@@ -267,10 +367,14 @@ def load_eval_file(
     cfg: DataConfig,
     norm: NormalizeConfig | None,
     split: str | None = "test",
-    taxonomy: Taxonomy | None = None,
+    scheme: LabelScheme | None = None,
 ) -> Split:
-    """Labelled documents of one file for evaluation: its ``split`` rows when it has a split column."""
-    rows = parse_rows(read_table(path), str(path), cfg, taxonomy)
+    """Labelled documents of one file for evaluation: its ``split`` rows when it has a split column.
+
+    Labels are read through the label scheme: a gold label outside the taxonomy (after the label map) is an
+    error listing each spelling, never a silently wrong figure.
+    """
+    rows = parse_rows(read_table(path), str(path), cfg, scheme)
     col = cfg.split_column
     keep = [i for i, r in enumerate(rows) if r["_label"] is not None]
     if not keep:
@@ -280,4 +384,10 @@ def load_eval_file(
         keep = [i for i in keep if split_name(rows[i].get(col)) == wanted]
         if not keep:
             raise DataError(f"{path}: no labelled rows in split {split!r} of column {col!r}; use --split all")
-    return _to_split(rows, keep, cfg, norm)
+    return _to_split(rows, keep, norm)
+
+
+def document_text(row: dict, cfg: DataConfig) -> str:
+    """Title and body of a table row as one text (pre-training reads all the text there is)."""
+    parts = [row.get(c) for c in (cfg.title_column, cfg.text_column) if c]
+    return "\n".join(str(p) for p in parts if isinstance(p, str) and p)

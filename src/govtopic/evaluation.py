@@ -13,8 +13,10 @@ from govtopic.calibration import fit_temperature, softmax
 from govtopic.config import Config, load_config
 from govtopic.data import Split, load_eval_file, load_labelled
 from govtopic.fsutil import atomic_write_text
+from govtopic.labels import SEP
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
 from govtopic.predict import TopicClassifier
+from govtopic.titles import prepend
 
 logger = logging.getLogger(__name__)
 
@@ -25,24 +27,45 @@ def saved_config(model_dir: str | Path) -> Config:
     return load_config(path) if path.is_file() else Config()
 
 
+def model_scheme(model_dir: str | Path, cfg: Config):
+    """The label scheme a model learnt with: the taxonomy of its config (when the file is here) and the label
+    map kept in the model folder, so gold labels are read exactly as the training labels were."""
+    from govtopic.labels import LabelMap, LabelScheme, Taxonomy
+
+    record = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("govtopic") or {}
+    kept = record.get("label_scheme") or {}
+    taxonomy = Taxonomy.load(cfg.data.taxonomy) if cfg.data.taxonomy and Path(cfg.data.taxonomy).is_file() else None
+    if cfg.data.taxonomy and taxonomy is None:
+        logger.warning("taxonomy %s not found here: gold labels are not checked against it", cfg.data.taxonomy)
+    label_map = LabelMap(kept.get("label_map") or {}, kept.get("label_map_version", "none"))
+    return LabelScheme(taxonomy, label_map, "error", cfg.data.label_level)
+
+
 def _label_indices(labels: list[str | None], names: list[str]) -> np.ndarray:
     index = {n: i for i, n in enumerate(names)}
     return np.array([index.get(y, -1) for y in labels])
 
 
+def update_record(model_dir: str | Path, **changes) -> None:
+    """Change settings of a model folder's record (config.json's ``govtopic``), atomically; the one way
+    calibration writes into a finished folder."""
+    config_path = Path(model_dir) / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.setdefault("govtopic", {}).update(changes)
+    atomic_write_text(config_path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+
+
 def calibrate_folder(model_dir: Path, validation: Split, cfg: Config) -> dict:
     """Fit a temperature on the validation split and store it in the folder's config.json."""
     clf = TopicClassifier(model_dir)
-    logits, _ = clf.document_logits(validation.texts, clf.long_doc, cfg.eval.batch_size)
+    logits, _ = clf.document_logits(validation.texts, clf.long_doc, cfg.eval.batch_size, titles=validation.titles)
+    # First-level-only rows have no single class to calibrate against; the temperature is fitted on the others.
     y = _label_indices(validation.labels, clf.labels)
     known = y >= 0
     temperature = fit_temperature(logits[known], y[known]) if known.sum() >= 2 else 1.0
     before = expected_calibration_error(softmax(logits[known]), y[known])
     after = expected_calibration_error(softmax(logits[known], temperature), y[known])
-    config_path = Path(model_dir) / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config.setdefault("govtopic", {})["temperature"] = temperature
-    atomic_write_text(config_path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+    update_record(model_dir, temperature=temperature)
     logger.info(
         "temperature %.3f fitted on %d validation documents (ECE %.3f -> %.3f)",
         temperature,
@@ -58,18 +81,64 @@ def calibrate_folder(model_dir: Path, validation: Split, cfg: Config) -> dict:
     }
 
 
-def _baseline_metrics(train_split: Split | None, split: Split, labels: list[str], cfg: Config) -> dict | None:
-    if train_split is None or not cfg.eval.baseline:
-        return None
-    from govtopic.baseline import TfidfBaseline
+def _baseline(train_split: Split | None, cfg: Config):
+    """The TF-IDF baseline fitted on the model's training split (title and body, as the model reads them).
 
+    With first-level-only rows in training the baseline learns first-level classes: its full-label figures
+    are then None and its first-level ones are the reference.
+    """
+    if train_split is None or not cfg.eval.baseline:
+        return None, False
+    from govtopic.baseline import TfidfBaseline
+    from govtopic.labels import l1
+
+    mixed = any(SEP not in y for y in train_split.labels if y) and any(SEP in y for y in train_split.labels if y)
+    labels = [l1(y) if mixed and y else y for y in train_split.labels]
+    base = TfidfBaseline(seed=cfg.train.seed).fit(prepend(train_split.texts, train_split.titles), labels)
+    return base, mixed
+
+
+def _baseline_probs(base, mixed: bool, split: Split, labels: list[str]) -> np.ndarray:
+    from govtopic.labels import l1
+
+    texts = prepend(split.texts, split.titles)
+    if not mixed:
+        return base.predict_proba(texts, labels)
+    # First-level probabilities shared evenly by each level's classes: first-level decoding is unchanged.
+    names = sorted({l1(y) for y in labels})
+    p1 = base.predict_proba(texts, names)
+    owner = np.array([names.index(l1(y)) for y in labels])
+    share = np.bincount(owner, minlength=len(names))[owner]
+    return p1[:, owner] / share
+
+
+def _baseline_metrics(base, mixed: bool, split: Split, labels: list[str], cfg: Config) -> dict | None:
+    if base is None:
+        return None
     started = time.time()
-    base = TfidfBaseline(seed=cfg.train.seed).fit(train_split.texts, train_split.labels)
-    probs = base.predict_proba(split.texts, labels)
+    probs = _baseline_probs(base, mixed, split, labels)
     metrics = compute_metrics(split.labels, probs, labels, cfg.eval.top_k)
+    if mixed:
+        for key in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "per_class", "top_k_accuracy", "ece"):
+            metrics[key] = None
+        metrics["notes"] = metrics.get("notes", []) + ["baseline trained on first-level labels: l1 figures only"]
     metrics["seconds"] = round(time.time() - started, 1)
-    metrics["name"] = "char 1-3-gram TF-IDF + LinearSVC"
+    metrics["name"] = "char 1-3-gram TF-IDF + LinearSVC" + (" (first level)" if mixed else "")
+    metrics["_probs"] = probs
     return metrics
+
+
+def per_source(split: Split, probs: np.ndarray, labels: list[str], cfg: Config) -> dict:
+    """Headline figures for each source of a split (empty when it has one source)."""
+    names = sorted(set(split.sources))
+    if len(names) < 2:
+        return {}
+    out = {}
+    for name in names:
+        rows = [i for i, s in enumerate(split.sources) if s == name]
+        m = compute_metrics([split.labels[i] for i in rows], probs[rows], labels, cfg.eval.top_k)
+        out[name] = {k: m.get(k) for k in ("n", "n_full", "l1_accuracy", "l1_macro_f1", "accuracy", "macro_f1")}
+    return out
 
 
 def _plots(
@@ -115,7 +184,7 @@ def evaluate_split(
     clf = TopicClassifier(model_dir)
     ld = clf.long_doc if long_doc is None else type(clf.long_doc)(**{**clf.long_doc.__dict__, "strategy": long_doc})
     started = time.time()
-    logits, _ = clf.document_logits(split.texts, ld, cfg.eval.batch_size)
+    logits, _ = clf.document_logits(split.texts, ld, cfg.eval.batch_size, titles=split.titles)
     seconds = time.time() - started
     raw_probs, probs = softmax(logits), softmax(logits, clf.temperature)
     metrics = compute_metrics(split.labels, probs, clf.labels, cfg.eval.top_k)
@@ -124,7 +193,15 @@ def evaluate_split(
     ece = (expected_calibration_error(raw_probs[known], y[known]), expected_calibration_error(probs[known], y[known]))
     bins = (reliability_bins(raw_probs[known], y[known]), reliability_bins(probs[known], y[known]))
     calibration = {"temperature": clf.temperature, "ece_before": ece[0], "ece_after": ece[1]}
-    baseline = _baseline_metrics(train_split, split, clf.labels, cfg)
+    base, mixed = _baseline(train_split, cfg)
+    baseline = _baseline_metrics(base, mixed, split, clf.labels, cfg)
+    sources = per_source(split, probs, clf.labels, cfg)
+    if sources:
+        metrics["per_source"] = sources
+        if baseline is not None:
+            baseline["per_source"] = per_source(split, baseline["_probs"], clf.labels, cfg)
+    if baseline is not None:
+        baseline.pop("_probs")
     plots = _plots(out_dir, metrics, split.labels, probs, clf.labels, bins[0], bins[1], ece)
     confusions = worst_confusions(split.labels, probs, clf.labels, split.titles)
     meta = dict(meta or {})
@@ -167,12 +244,13 @@ def evaluate(
     cfg = saved_config(model_dir)
     if baseline is not None:
         cfg.eval.baseline = baseline
-    data = load_eval_file(data_file, cfg.data, cfg.normalize, split)
+    data = load_eval_file(data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg))
     train_split = None
-    if cfg.eval.baseline and cfg.data.train_file and Path(cfg.data.train_file).is_file():
+    files = [s.file for s in cfg.data.sources] or [cfg.data.train_file]
+    if cfg.eval.baseline and all(f and Path(f).is_file() for f in files):
         train_split = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).train
     elif cfg.eval.baseline:
-        logger.warning("baseline skipped: the model's training file %s is not available here", cfg.data.train_file)
+        logger.warning("baseline skipped: the model's training files %s are not all available here", files)
     out = Path(output_dir) if output_dir else Path(model_dir).parent / "eval" / Path(data_file).name.split(".")[0]
     meta = {"data_file": str(data_file), "split": split}
     return evaluate_split(Path(model_dir), data, out, cfg, train_split, meta, long_doc=long_doc)

@@ -126,6 +126,20 @@ def _check_arguments(model_dir: Path, output_dir: Path, opset: int) -> None:
         )
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be at least {MIN_OPSET} (attention has no ONNX form before it), got {opset}")
+    _check_links(model_dir)
+
+
+def _check_links(model_dir: Path) -> None:
+    """Refuse a copied file that is a link out of the model folder: the export is meant to be shared."""
+    inside = model_dir.resolve()
+    for name in COPIED_FILES:
+        path = model_dir / name
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise ValueError(
+                f"{path} is a symbolic link to {os.readlink(path)}, outside the model folder; the export copies "
+                "only files inside the folder, as it is meant to be shared. If the file belongs to the model, "
+                f"replace the link with a copy (cp --remove-destination {path.resolve()} {path})"
+            )
 
 
 class _LogitsOnly(torch.nn.Module):

@@ -84,12 +84,6 @@ def _level_figures(gold: list[str], pred: list[str]) -> dict:
     }
 
 
-def _gold_is_first_level(gold: list[str], labels: Sequence[str]) -> bool:
-    """Gold written at the first level only while the model predicts two-level labels."""
-    known = set(labels)
-    return any(SEP in x for x in labels) and not any(SEP in y for y in gold) and any(y not in known for y in gold)
-
-
 def compute_metrics(
     y_true: Sequence[str | None], probs: np.ndarray, labels: Sequence[str], top_k: Sequence[int] = (1, 3, 5)
 ) -> dict:
@@ -121,7 +115,14 @@ def compute_metrics(
     l1_part["top_k_accuracy"] = _top_k(l1_probs, _gold_index(gold_l1, names), top_k)
     l1_part["ece"] = expected_calibration_error(l1_probs, _gold_index(gold_l1, names))
     out: dict = {"n": len(gold), "decode": "hierarchical"}
-    if _gold_is_first_level(gold, labels):
+    # Each row is scored at the depth it has: a first-level-only gold label (a portal that publishes 一级
+    # alone) counts at the first level only. 其他, a first-level class without children, is a full label, but
+    # a gold set written at the first level throughout has no full-label figures at all.
+    known = set(labels)
+    two_level = any(SEP in y for y in gold) or not any(SEP in x for x in labels)
+    deep = [i for i, y in enumerate(gold) if SEP in y or y in known] if two_level else []
+    out["n_full"] = len(deep)
+    if not deep:
         notes.append(
             "gold labels are first-level only while the model predicts two-level labels: "
             "full-label figures are None, read the l1 figures"
@@ -130,10 +131,16 @@ def compute_metrics(
             {k: None for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "per_class", "top_k_accuracy", "ece")}
         )
     else:
-        out.update(_level_figures(gold, full_pred))
-        out["top_k_accuracy"] = _top_k(probs, y_idx, top_k)
-        out["ece"] = expected_calibration_error(probs, y_idx)
-        unknown = Counter(y for y, i in zip(gold, y_idx) if i < 0)
+        if len(deep) < len(gold):
+            notes.append(
+                f"{len(gold) - len(deep)} document(s) with a first-level-only gold label are scored at the first "
+                f"level only; full-label figures are over the other {len(deep)}"
+            )
+        gold_deep = [gold[i] for i in deep]
+        out.update(_level_figures(gold_deep, [full_pred[i] for i in deep]))
+        out["top_k_accuracy"] = _top_k(probs[deep], y_idx[deep], top_k)
+        out["ece"] = expected_calibration_error(probs[deep], y_idx[deep])
+        unknown = Counter(y for y, i in zip(gold_deep, y_idx[deep]) if i < 0)
         if unknown:
             notes.append(
                 f"{sum(unknown.values())} gold label(s) are not among the model's labels and count as "

@@ -6,6 +6,7 @@ Only safetensors weights are loaded unless pickle is explicitly allowed, and rem
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -119,6 +120,56 @@ def build_for_training(cfg: ModelConfig, label_names: list[str], max_length: int
     return model
 
 
+def _key_list(keys: list[str], shown: int = 4) -> str:
+    """A few tensor names, and for long lists how many there are under each top-level module."""
+    names = ", ".join(keys[:shown])
+    if len(keys) <= shown:
+        return names
+    modules = Counter(k.split(".", 1)[0] for k in keys)
+    spread = ", ".join(f"{n} under {m}." for m, n in modules.most_common())
+    return f"{names} and {len(keys) - shown} more; {spread}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _check_loading_info(model, info: dict, source: str) -> None:
+    """Refuse weights that do not fill the architecture exactly. transformers would fill a missing tensor with
+    random values (a different answer on every load) and drop an unexpected one without a word."""
+    missing = sorted(info.get("missing_keys") or ())
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or ())
+    problems = [
+        f"{_count(len(keys), 'tensor')} {what} ({_key_list(keys)})"
+        for keys, what in (
+            (missing, "that the architecture needs are missing"),
+            (unexpected, "in the weights are unexpected (the architecture has no place for them)"),
+            (mismatched, "have another shape than config.json says"),
+        )
+        if keys
+    ]
+    problems += [str(m) for m in info.get("error_msgs") or ()]
+    if problems:
+        raise ModelLoadError(
+            f"{source}: the weights do not match config.json ({model.config.model_type}, "
+            f"{type(model).__name__}): " + "; ".join(problems) + ". The folder is incomplete, or its "
+            "config.json belongs to another model; copy it again or train it again with `govtopic train`."
+        )
+
+
+def _check_finite(model, source: str) -> None:
+    """NaN or infinite weights give NaN scores for every document: refuse them at load time."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelLoadError(
+            f"{source}: {_count(len(bad), 'weight tensor')} hold values that are not finite (NaN or infinite): "
+            f"{_key_list(bad)}. Training diverged or the file is damaged; train again (a lower "
+            "train.learning_rate, or train.precision: fp32) or copy the folder again."
+        )
+
+
 def _check_labels(model, source: str) -> None:
     id2label = model.config.id2label
     n_out = model.config.num_labels
@@ -150,12 +201,13 @@ def load_for_inference(
     elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelLoadError(f"model folder {name_or_path} does not exist")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
             revision=revision,
             use_safetensors=not allow_pickle,
             trust_remote_code=False,
             attn_implementation="sdpa",
+            output_loading_info=True,
         )
     except ModelLoadError:
         raise
@@ -164,6 +216,8 @@ def load_for_inference(
             f"could not load weights from {name_or_path}: {type(err).__name__}: {err}. The weights file "
             "may be truncated or from another architecture; copy or train the model again."
         ) from err
+    _check_loading_info(model, info, name_or_path)
+    _check_finite(model, name_or_path)
     _check_labels(model, name_or_path)
     tokenizer = load_tokenizer(name_or_path, revision)
     device = torch.device(device) if device else default_device()

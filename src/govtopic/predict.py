@@ -21,9 +21,13 @@ import torch
 
 from govtopic.config import LongDocConfig
 from govtopic.labels import SEP, hierarchical_decode
-from govtopic.modeling import autocast_dtype, load_for_inference
-from govtopic.normalize import NormalizeConfig, normalize
-from govtopic.windows import Windows, encode
+from govtopic.modeling import ModelLoadError, autocast_dtype, load_for_inference
+from govtopic.ngram import WEIGHTS_FILE as NGRAM_FILE
+from govtopic.ngram import NgramChannel
+from govtopic.normalize import normalize
+from govtopic.record import ModelRecord
+from govtopic.titles import encode_documents, pool
+from govtopic.windows import UNREADABLE_SHARE, Windows, encode
 
 logger = logging.getLogger(__name__)
 
@@ -37,20 +41,58 @@ _NORMALIZE_MARGIN = 6
 _PROGRESS_FROM = 2000
 
 
-def _check_texts(texts: Any) -> tuple[list[str], bool]:
-    """(list of str, whether a single str was given); a TypeError names the first bad position."""
-    if isinstance(texts, str):
-        return [texts], True
+def _check_texts(texts: Any) -> tuple[list[str], list[str] | None, bool]:
+    """(bodies, titles or None, whether one document was given); a TypeError names the first bad position.
+
+    A document is a str (the body) or a mapping with ``text`` and/or ``title``.
+    """
+    if isinstance(texts, (str, dict)):
+        bodies, titles, _ = _check_texts([texts])
+        return bodies, titles, True
     if isinstance(texts, (bytes, bytearray)):
         raise TypeError("predict() takes str documents, got bytes; decode them first, e.g. data.decode('utf-8')")
-    if not isinstance(texts, Iterable) or isinstance(texts, dict):
-        raise TypeError(f"predict() takes a str or a list of str, got {type(texts).__name__}")
-    texts = list(texts)
+    if hasattr(texts, "columns") and hasattr(texts, "iloc"):
+        raise TypeError(
+            "predict() got a DataFrame, whose iteration gives its column names; pass a column, e.g. "
+            "predict(df['text'].tolist()), or records: predict(df[['title', 'text']].to_dict('records'))"
+        )
+    if not isinstance(texts, Iterable):
+        raise TypeError(
+            f"predict() takes a str, a {{'title', 'text'}} dict or a list of them, got {type(texts).__name__}"
+        )
+    bodies, titles, any_title = [], [], False
     for i, t in enumerate(texts):
-        if not isinstance(t, str):
+        if isinstance(t, dict):
+            unknown = set(t) - {"title", "text", "id"}
+            if unknown:
+                raise TypeError(
+                    f"predict(): document at position {i} has unknown key(s) {sorted(unknown)}; "
+                    "a document is {'title': ..., 'text': ...}"
+                )
+            for key in ("title", "text"):
+                if t.get(key) is not None and not isinstance(t[key], str):
+                    raise TypeError(
+                        f"predict(): document at position {i}: {key!r} is {type(t[key]).__name__}, expected str"
+                    )
+            body, title = t.get("text") or "", t.get("title") or ""
+            any_title = any_title or bool(title)
+        elif isinstance(t, str):
+            body, title = t, ""
+        else:
             hint = " (decode bytes first)" if isinstance(t, (bytes, bytearray)) else ""
-            raise TypeError(f"predict(): document at position {i} is {type(t).__name__}, expected str{hint}")
-    return texts, False
+            raise TypeError(
+                f"predict(): document at position {i} is {type(t).__name__}, expected str or "
+                f"a {{'title', 'text'}} dict{hint}"
+            )
+        bodies.append(body)
+        titles.append(title)
+    return bodies, (titles if any_title else None), False
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 class TopicClassifier:
@@ -67,10 +109,11 @@ class TopicClassifier:
         self.source = str(model)
         self.model, self.tokenizer = load_for_inference(self.source, device, allow_pickle=allow_pickle)
         self.device = next(self.model.parameters()).device
-        settings = getattr(self.model.config, "govtopic", None) or {}
-        self.long_doc = LongDocConfig(**settings.get("long_doc", {}))
-        self.normalize_config = NormalizeConfig(**settings.get("normalize", {}))
-        self.temperature = float(settings.get("temperature", 1.0))
+        # The folder's govtopic settings and labels, checked: a bad value is a ModelLoadError naming it.
+        self.record = ModelRecord.from_config(self.model.config, self.source)
+        self.long_doc = self.record.long_doc
+        self.normalize_config = self.record.normalize
+        self.temperature = self.record.temperature
         positions = getattr(self.model.config, "max_position_embeddings", None)
         if positions and self.long_doc.max_length > positions:
             logger.warning(
@@ -80,9 +123,15 @@ class TopicClassifier:
                 positions,
             )
             self.long_doc = dataclasses.replace(self.long_doc, max_length=positions)
-        self.precision = settings.get("precision", "auto")
-        n = self.model.config.num_labels
-        self.labels = [self.model.config.id2label[i] for i in range(n)]
+        self.precision = self.record.precision
+        self.labels = self.record.labels
+        # The n-gram channel kept beside the weights (govtopic/ngram.py), used when its weight is above 0.
+        self.ngram = NgramChannel.load(self.source) if Path(self.source).is_dir() else None
+        if self.record.ngram_weight > 0 and self.ngram is None:
+            raise ModelLoadError(
+                f"{self.source}: config.json gives the n-gram channel a weight of {self.record.ngram_weight} but "
+                f"the folder has no {NGRAM_FILE}; copy the whole folder, or set ngram_weight to 0"
+            )
         # The Rust tokenizer refuses concurrent use ("Already borrowed"); the model forward is thread-safe.
         self._tokenizer_lock = threading.Lock()
         if quantize:
@@ -137,10 +186,21 @@ class TopicClassifier:
         return out
 
     def document_logits(
-        self, texts: list[str], long_doc: LongDocConfig, batch_size: int, return_evidence: bool = False
+        self,
+        texts: list[str],
+        long_doc: LongDocConfig,
+        batch_size: int,
+        return_evidence: bool = False,
+        titles: list[str] | None = None,
+        ngram: bool = True,
     ) -> tuple[np.ndarray, list[dict]]:
-        """Pooled logits per (already normalised, non-empty) text and per-document window information."""
-        windows = self.encode(texts, long_doc)
+        """Pooled logits per (already normalised) document and per-document window information.
+
+        Titles (normalised, one per text, '' for none) are read by the model's title rule (govtopic.titles).
+        With ``ngram`` (default) the n-gram channel's scores are added with the folder's weight.
+        """
+        with self._tokenizer_lock:
+            windows, is_title = encode_documents(self.tokenizer, texts, titles, long_doc)
         logits = self.window_logits(windows, batch_size)
         # Windows come in document order: document d owns rows bounds[d]:bounds[d + 1].
         bounds = np.concatenate([[0], np.cumsum(np.bincount(windows.doc_index, minlength=len(texts)))])
@@ -149,17 +209,25 @@ class TopicClassifier:
         for d in range(len(texts)):
             rows = np.arange(bounds[d], bounds[d + 1])
             block = logits[rows]
-            pooled[d] = block.max(axis=0) if long_doc.pooling == "max" else block.mean(axis=0)
-            item = {"windows": len(rows), "tokens": windows.n_tokens[d], "truncated": windows.capped[d]}
+            pooled[d] = pool(block, is_title[rows], long_doc)
+            item = {
+                "windows": len(rows),
+                "tokens": windows.n_tokens[d],
+                "truncated": windows.capped[d],
+                "unknown_share": windows.unknown_share[d] if windows.unknown_share else 0.0,
+            }
             if return_evidence:
-                item["_rows"] = (rows, block, [windows.spans[r] for r in rows])
+                item["_rows"] = (rows, block, [windows.spans[r] for r in rows], is_title[rows])
             info.append(item)
+        if ngram and self.ngram is not None and self.record.ngram_weight > 0:
+            used_titles = titles if long_doc.title != "none" else None
+            pooled += self.record.ngram_weight * self.ngram.full_scores(texts, used_titles, self.labels)
         return pooled, info
 
     # ------------------------------------------------------------ public
     def predict(
         self,
-        texts: str | Sequence[str],
+        texts: str | dict | Sequence[str | dict],
         batch_size: int = 32,
         top_k: int = 1,
         long_doc: str | None = None,
@@ -168,12 +236,25 @@ class TopicClassifier:
     ) -> dict | list[dict]:
         """Topic of each document: ``label`` (full), ``label_l1``, ``score`` and, with top_k > 1, alternatives.
 
-        A str gives one result, a list gives a list in the same order. Empty documents (also after
+        Args:
+            texts: a document or a list of them; a document is a str (its body) or a dict with ``title``
+                and/or ``text``. Titles are read by the model's title rule (``long_doc.title``).
+            batch_size: windows per forward pass.
+            top_k: alternatives to return (``top_k`` and ``top_k_l1``) when above 1.
+            long_doc: ``head``, ``head_tail`` or ``chunks`` to override the model's strategy.
+            return_evidence: add the passage that most supports the label.
+            progress: show a progress bar (default: from 2,000 documents on).
+
+        A str or dict gives one result, a list gives a list in the same order. Empty documents (also after
         normalisation) get ``label`` None and a ``reason``, never a topic.
+
+        Example:
+            >>> clf = TopicClassifier("runs/quickstart/model")
+            >>> clf.predict({"title": "关于加强城市规划管理的通知", "text": "各区人民政府……"})["label_l1"]
+            '城乡建设、环境保护'
         """
-        docs, single = _check_texts(texts)
-        if batch_size < 1 or top_k < 1:
-            raise ValueError(f"batch_size and top_k must be at least 1, got {batch_size} and {top_k}")
+        docs, titles, single = _check_texts(texts)
+        batch_size, top_k = _check_count("batch_size", batch_size), _check_count("top_k", top_k)
         cfg = self.long_doc if long_doc is None else dataclasses.replace(self.long_doc, strategy=long_doc)
         if cfg.strategy not in ("head", "head_tail", "chunks"):
             raise ValueError(f"long_doc must be 'head', 'head_tail' or 'chunks', got {long_doc!r}")
@@ -181,26 +262,46 @@ class TopicClassifier:
         show = progress if progress is not None else len(docs) >= _PROGRESS_FROM
         bar = _progress_bar(len(docs), show)
         clean = [self.normalize_for(t, cfg) for t in docs]
-        todo = [i for i, t in enumerate(clean) if t.strip()]
+        clean_titles = [normalize(t, self.normalize_config) if t else "" for t in titles] if titles else None
+        if cfg.title == "none":
+            clean_titles = None
+        todo = [i for i, t in enumerate(clean) if t.strip() or (clean_titles and clean_titles[i].strip())]
         for i in set(range(len(docs))) - set(todo):
-            results[i] = _empty_result(docs[i])
+            results[i] = _empty_result(docs[i] + (titles[i] if titles else ""))
         # Longest first: batches fill with windows of similar length and the slowest work is seen early.
         todo.sort(key=lambda i: -len(clean[i]))
         for g in range(0, len(todo), _GROUP_DOCS):
             group = todo[g : g + _GROUP_DOCS]
             texts_g = [clean[i] for i in group]
-            logits, info = self.document_logits(texts_g, cfg, batch_size, return_evidence)
+            titles_g = [clean_titles[i] for i in group] if clean_titles else None
+            logits, info = self.document_logits(texts_g, cfg, batch_size, return_evidence, titles_g)
             probs = _softmax(logits / self.temperature)
             for k, i in enumerate(group):
                 if info[k]["tokens"] == 0:  # e.g. only zero-width or combining characters survived
                     results[i] = _empty_result(docs[i], "no readable characters (nothing the tokenizer can read)")
                     continue
-                results[i] = self._result(probs[k], info[k], top_k, texts_g[k] if return_evidence else None)
+                share = round(float(info[k]["unknown_share"]), 4)
+                if share > UNREADABLE_SHARE:  # Korean, Arabic, emoji...: any topic would be a guess
+                    reason = (
+                        f"the model cannot read this text: {share:.0%} of it is in characters its vocabulary does "
+                        "not have (another script such as Korean or Arabic, emoji, or a file decoded with the "
+                        "wrong encoding)"
+                    )
+                    results[i] = {**_empty_result(docs[i], reason), "unknown_share": share}
+                    continue
+                if not np.isfinite(probs[k]).all():
+                    raise RuntimeError(
+                        f"{self.source} gave scores that are not a number (NaN) for document {i}: its weights or "
+                        "temperature are broken, or half precision overflowed. Load the folder again "
+                        "(TopicClassifier checks them), use precision fp32, or train the model again."
+                    )
+                shown = (texts_g[k], titles_g[k] if titles_g else "") if return_evidence else None
+                results[i] = {**self._result(probs[k], info[k], top_k, shown), "unknown_share": share}
             bar.update(len(group))
         bar.close()
         return results[0] if single else results  # type: ignore[return-value]
 
-    def _result(self, probs: np.ndarray, info: dict, top_k: int, text: str | None) -> dict:
+    def _result(self, probs: np.ndarray, info: dict, top_k: int, text: tuple[str, str] | None) -> dict:
         full_idx, l1_names, l1_probs = hierarchical_decode(probs[None, :], self.labels)
         best = int(full_idx[0])
         label = self.labels[best]
@@ -227,14 +328,19 @@ class TopicClassifier:
         return out
 
 
-def _evidence(rows_info, label_index: int, text: str) -> dict:
-    """The window that most supports the predicted label: its character span in the normalised text."""
-    _, block, spans = rows_info
+def _evidence(rows_info, label_index: int, text: tuple[str, str]) -> dict:
+    """The window that most supports the predicted label: its character span in the normalised body, or the
+    title (``"in": "title"``) when the title window supports it most."""
+    _, block, spans, is_title = rows_info
     k = int(np.argmax(block[:, label_index]))
+    body, title = text
+    if is_title[k]:
+        return {"in": "title", "start": 0, "end": len(title), "text": title, "window": k}
+    text = body
     parts = [(a, b) for a, b in spans[k] if b > a]
     start, end = (parts[0][0], parts[-1][1]) if parts else (0, 0)
     passage = " … ".join(text[a:b] for a, b in parts)
-    return {"start": start, "end": end, "text": passage, "window": k}
+    return {"in": "text", "start": start, "end": end, "text": passage, "window": k}
 
 
 def _empty_result(raw: str, reason: str | None = None) -> dict:
@@ -296,7 +402,7 @@ def get_classifier(
 
 
 def predict(
-    texts: str | Sequence[str],
+    texts: str | dict | Sequence[str | dict],
     model: str | os.PathLike | None = None,
     batch_size: int = 32,
     top_k: int = 1,
@@ -306,13 +412,31 @@ def predict(
     progress: bool | None = None,
     allow_pickle: bool = False,
 ) -> dict | list[dict]:
-    """Predict the 主题分类 topic of one document (str) or many (list); see ``TopicClassifier.predict``."""
-    docs, single = _check_texts(texts)
+    """Predict the 主题分类 topic of one document or many; the model is loaded once and cached.
+
+    Args:
+        texts: a str (the body), a ``{"title": ..., "text": ...}`` dict, or a list of either.
+        model: model folder or Hub id (default: the GOVTOPIC_MODEL environment variable).
+        batch_size, top_k, long_doc, return_evidence, progress: see ``TopicClassifier.predict``.
+        device: ``cpu``, ``cuda`` ... (default: CUDA when available).
+        allow_pickle: accept pickle weights (they can run code when loaded); off by default.
+
+    Example:
+        >>> predict({"title": "关于做好2024年春耕生产工作的通知", "text": ""}, model="runs/quickstart/model")
+        {'label': '农业、林业、水利\\农业、畜牧业、渔业', 'label_l1': '农业、林业、水利', ...}
+    """
+    if (
+        isinstance(texts, Iterable)
+        and not isinstance(texts, (str, dict, bytes, bytearray))
+        and not hasattr(texts, "columns")
+    ):
+        texts = list(texts)  # a generator is read once, here
+    docs, _, single = _check_texts(texts)
     if not docs:
         return []
     clf = get_classifier(model, device, allow_pickle=allow_pickle)
     return clf.predict(
-        docs[0] if single else docs,
+        texts,
         batch_size=batch_size,
         top_k=top_k,
         long_doc=long_doc,

@@ -141,6 +141,7 @@ def _blocks(
             ["metric", "model", "baseline", "model − baseline"], _headline_rows(metrics, baseline), baseline is not None
         ),
     ]
+    blocks += _source_blocks(metrics, baseline)
     if metrics.get("notes"):
         blocks.append(("ul", [[n] for n in metrics["notes"]]))
     blocks.append(
@@ -154,6 +155,39 @@ def _blocks(
     return (
         blocks + _calibration_blocks(metrics, calibration, plots) + _class_blocks(metrics, baseline, plots, confusions)
     )
+
+
+def _source_blocks(metrics: dict, baseline: dict | None) -> list[tuple]:
+    """Every headline figure per training source (when the split has several)."""
+    sources = metrics.get("per_source") or {}
+    if not sources:
+        return []
+    base = (baseline or {}).get("per_source") or {}
+    head = ["source", "documents", "l1 accuracy", "baseline", "l1 macro-F1", "baseline", "full accuracy", "baseline"]
+    rows = []
+    for name, m in sources.items():
+        b = base.get(name, {})
+        rows.append(
+            [
+                name,
+                str(m["n"]),
+                _fmt(m["l1_accuracy"]),
+                _fmt(b.get("l1_accuracy")),
+                _fmt(m["l1_macro_f1"]),
+                _fmt(b.get("l1_macro_f1")),
+                _fmt(m["accuracy"]) + (f" (of {m['n_full']})" if m.get("n_full") not in (None, m["n"]) else ""),
+                _fmt(b.get("accuracy")),
+            ]
+        )
+    return [
+        ("h", 2, "Per source"),
+        (
+            "p",
+            "The same figures for each training source's rows of this split (full accuracy over the rows "
+            "that have a full label).",
+        ),
+        ("table", head, rows),
+    ]
 
 
 def _class_blocks(metrics: dict, baseline: dict | None, plots: dict, confusions: list[dict]) -> list[tuple]:

@@ -11,31 +11,44 @@ import shutil
 import time
 from pathlib import Path
 
-from govtopic import __version__
+from govtopic import __version__, runs
 from govtopic.config import Config
 from govtopic.data import LabelledData, load_labelled
 from govtopic.fsutil import replace_dir
+from govtopic.losses import MixedDepthLoss
 from govtopic.modeling import autocast_dtype, build_for_training, default_device, load_tokenizer
-from govtopic.windows import encode
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "govtopic_config.yaml"
 
 
-def window_dataset(tokenizer, texts: list[str], labels: list[str], label2id: dict[str, int], cfg: Config):
-    """A datasets.Dataset of training windows, each labelled with its document's label."""
+def window_dataset(tokenizer, split, label_names: list[str], cfg: Config, scheme=None):
+    """(datasets.Dataset of training windows, TargetTable): every window of a document (its title window
+    too, under ``long_doc.title: window``) carries the document's target: its label, or all classes of its
+    level for a first-level-only label, with its source's weight."""
     from datasets import Dataset
 
-    windows = encode(tokenizer, texts, cfg.long_doc, max_windows=cfg.long_doc.train_max_windows)
-    ids = windows.input_ids
-    return Dataset.from_dict(
-        {
-            "input_ids": ids,
-            "labels": [label2id[labels[d]] for d in windows.doc_index],
-            "length": [len(x) for x in ids],
-        }
+    from govtopic.labels import LabelScheme
+    from govtopic.losses import TargetTable
+    from govtopic.titles import encode_documents
+
+    scheme = scheme or LabelScheme()
+    table = TargetTable(len(label_names))
+    targets = []
+    for label, weight in zip(split.labels, split.weights):
+        allowed = scheme.targets(label, label_names)
+        if not allowed:
+            raise ValueError(f"label {label!r} is not among the model's classes; this is a bug in the label set")
+        targets.append(table.index(allowed, weight))
+    windows, _ = encode_documents(
+        tokenizer, split.texts, split.titles, cfg.long_doc, max_windows=cfg.long_doc.train_max_windows
     )
+    ids = windows.input_ids
+    dataset = Dataset.from_dict(
+        {"input_ids": ids, "labels": [targets[d] for d in windows.doc_index], "length": [len(x) for x in ids]}
+    )
+    return dataset, table
 
 
 def training_arguments(cfg: Config, checkpoint_dir: Path):
@@ -67,7 +80,8 @@ def training_arguments(cfg: Config, checkpoint_dir: Path):
         save_steps=save_steps or 500,
         save_total_limit=tr.save_total_limit,
         eval_strategy="no",
-        label_smoothing_factor=tr.label_smoothing,
+        # Label smoothing is applied by govtopic.losses (the loss of rows of either depth).
+        label_smoothing_factor=0.0,
         dataloader_num_workers=tr.dataloader_num_workers,
         report_to="none",
         ddp_find_unused_parameters=False,
@@ -95,7 +109,14 @@ def last_checkpoint(checkpoint_dir: Path) -> str | None:
     return str(max(found)[1]) if found else None
 
 
-def save_model_folder(model, tokenizer, cfg: Config, folder: Path, temperature: float = 1.0) -> None:
+def _title_column(cfg: Config) -> str | None:
+    if cfg.long_doc.title == "none":
+        return None
+    columns = [s.title_column for s in cfg.data.sources] or [cfg.data.title_column]
+    return next((c for c in columns if c), None)
+
+
+def save_model_folder(model, tokenizer, cfg: Config, folder: Path, temperature: float = 1.0, scheme=None) -> None:
     """Weights (safetensors), tokenizer, id2label and the govtopic settings the predictor needs."""
     model.config.govtopic = {
         "version": __version__,
@@ -103,8 +124,9 @@ def save_model_folder(model, tokenizer, cfg: Config, folder: Path, temperature: 
         "normalize": _asdict(cfg.normalize),
         "temperature": temperature,
         "precision": cfg.train.precision,
-        # govtopic predict puts the title before the body as in training when a table has this column.
-        "title_column": cfg.data.title_column if cfg.data.prepend_title else None,
+        # govtopic predict reads this column of a table as the title, by the rule in long_doc.title.
+        "title_column": _title_column(cfg),
+        "label_scheme": scheme.to_dict() if scheme is not None else None,
     }
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
@@ -124,24 +146,28 @@ def train(cfg: Config) -> Path:
     started = time.time()
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = run_dir / "checkpoints"
+    args = training_arguments(cfg, checkpoint_dir)
+    # Nothing in output_dir changes before the data files are found and the folder is this run's (govtopic.runs);
+    # under several processes the first one prepares it and the others check after it.
+    with args.main_process_first(local=False, desc="preparing the run folder"):
+        runs.prepare(cfg, main=args.process_index == 0)
     cfg.save(run_dir / CONFIG_NAME)
     data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision)
     model = build_for_training(cfg.model, data.label_names, cfg.long_doc.max_length)
-    # The Trainer would otherwise pass num_items_in_batch and skip its own averaging over accumulation
-    # steps and processes, which this loss does not do: gradients would grow with both.
+    # The loss is govtopic.losses' (it divides by the Trainer's count of rows itself); the model's own loss
+    # is never used.
     model.accepts_loss_kwargs = False
-    label2id = model.config.label2id
-    train_set = window_dataset(tokenizer, data.train.texts, data.train.labels, label2id, cfg)
+    train_set, targets = window_dataset(tokenizer, data.train, data.label_names, cfg, data.scheme)
     logger.info("%d training windows from %d documents (%s)", len(train_set), len(data.train), cfg.long_doc.strategy)
-    checkpoint_dir = run_dir / "checkpoints"
     trainer = Trainer(
         model=model,
-        args=training_arguments(cfg, checkpoint_dir),
+        args=args,
         train_dataset=train_set,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
+        compute_loss_func=MixedDepthLoss(targets, cfg.train.label_smoothing),
     )
     resume = last_checkpoint(checkpoint_dir) if cfg.train.resume else None
     if resume:
@@ -161,6 +187,32 @@ def train(cfg: Config) -> Path:
     return model_dir
 
 
+def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> dict:
+    """Fit the n-gram channel on the training split, choose its weight on the validation split (first-level
+    accuracy), and keep both in ``folder``. Returns what was chosen, for the run's report."""
+    from govtopic.evaluation import update_record
+    from govtopic.ngram import NgramChannel, choose_weight
+    from govtopic.predict import TopicClassifier
+
+    titles = data.train.titles if cfg.long_doc.title != "none" else None
+    channel = NgramChannel(seed=cfg.train.seed).fit(data.train.texts, data.train.labels, titles)
+    channel.save(folder)
+    if not len(data.validation):
+        logger.warning("no validation split: the n-gram channel keeps weight 1.0 without a check")
+        update_record(folder, ngram_weight=1.0)
+        return {"weight": 1.0}
+    clf = TopicClassifier(folder)
+    val_titles = data.validation.titles if cfg.long_doc.title != "none" else None
+    logits, _ = clf.document_logits(
+        data.validation.texts, clf.long_doc, cfg.eval.batch_size, titles=data.validation.titles, ngram=False
+    )
+    scores = channel.full_scores(data.validation.texts, val_titles, clf.labels)
+    weight, tried = choose_weight(logits, scores, data.validation.labels, clf.labels)
+    update_record(folder, ngram_weight=weight)
+    logger.info("n-gram channel weight %.2f (validation first-level accuracy by weight: %s)", weight, tried)
+    return {"weight": weight, "validation_l1_accuracy_by_weight": tried}
+
+
 def finish(model, tokenizer, cfg: Config, data: LabelledData, run_dir: Path, train_seconds: float) -> Path:
     """Write the model folder to a temporary place, calibrate and evaluate it there, then move it in place."""
     from govtopic.evaluation import calibrate_folder, evaluate_split
@@ -169,7 +221,7 @@ def finish(model, tokenizer, cfg: Config, data: LabelledData, run_dir: Path, tra
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     model = model.to("cpu") if default_device().type == "cpu" else model
-    save_model_folder(model, tokenizer, cfg, staging)
+    save_model_folder(model, tokenizer, cfg, staging, scheme=data.scheme)
     meta = {
         "final_model_dir": str(run_dir / "model"),
         "train_seconds": round(train_seconds, 1),
@@ -180,6 +232,8 @@ def finish(model, tokenizer, cfg: Config, data: LabelledData, run_dir: Path, tra
         "skipped_rows": data.skipped,
         "data_file": cfg.data.train_file,
     }
+    if cfg.model.ngram_channel:
+        meta["ngram_channel"] = fit_ngram_channel(staging, data, cfg)
     if cfg.eval.calibrate and len(data.validation) >= 2:
         meta["calibration"] = calibrate_folder(staging, data.validation, cfg)
     if cfg.train.evaluate_after and len(data.test):

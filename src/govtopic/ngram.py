@@ -1,0 +1,174 @@
+"""The n-gram channel: first-level scores from character n-grams, added to the transformer's logits.
+
+With a few thousand short labelled rows (titles, summaries) and no pretrained weights, a small transformer
+learns less than a linear model over character 1–3-grams; the two make different mistakes. The channel is a
+TF-IDF + linear SVM over title and body at the **first level**, fitted on the model's training split. Its
+scores are added, times a weight chosen on the validation split, to every full label of that level, so it
+moves the choice of the first level and leaves the choice of the second level to the transformer; rows with a
+first-level-only label train it like any other.
+
+It lives in the model folder as tensors (``ngram_channel.safetensors``: IDF weights, coefficients and
+intercepts) and its vocabulary as JSON (``ngram_vocab.json``), never pickle, so the folder is still one model
+with one ``predict()``. Plain ``transformers`` loading the folder ignores the channel (the README says so).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from govtopic.labels import l1
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "ngram_channel.safetensors"
+VOCAB_FILE = "ngram_vocab.json"
+# Characters of title + body read by the channel (as the data README's reference model does).
+MAX_CHARS = 3000
+# Weights tried on the validation split; 0 keeps the transformer alone.
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+
+
+def channel_text(text: str, title: str = "") -> str:
+    return (f"{title}\n{text}" if title else text)[:MAX_CHARS]
+
+
+class NgramChannel:
+    """Character 1–3-gram TF-IDF + linear SVM scores per first-level class.
+
+    Args:
+        max_features: n-grams kept (the most frequent); bounds the folder size (about 4 bytes × classes each).
+        C: the SVM's regularisation.
+        seed: for the SVM's coordinate descent.
+
+    Example:
+        >>> channel = NgramChannel().fit(["关于印发城市规划管理办法的通知", ...], ["城乡建设、环境保护", ...])
+        >>> channel.scores(["城市规划"]).shape
+        (1, 22)
+    """
+
+    def __init__(self, max_features: int = 100_000, C: float = 0.5, seed: int = 0):
+        self.max_features, self.C, self.seed = max_features, C, seed
+        self.classes: list[str] = []
+
+    def _vectorizer(self, vocabulary: dict[str, int] | None = None):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        return TfidfVectorizer(
+            analyzer="char",
+            ngram_range=(1, 3),
+            sublinear_tf=True,
+            max_features=None if vocabulary else self.max_features,
+            vocabulary=vocabulary,
+            dtype=np.float32,
+        )
+
+    def fit(self, texts: list[str], labels: list[str | None], titles: list[str] | None = None) -> NgramChannel:
+        """Fit on documents with a label (cut to the first level); rows without one are skipped."""
+        from sklearn.svm import LinearSVC
+
+        titles = titles or [""] * len(texts)
+        rows = [(channel_text(t, h), l1(y)) for t, h, y in zip(texts, titles, labels) if y]
+        if len({y for _, y in rows}) < 2:
+            raise ValueError("the n-gram channel needs at least two first-level classes in training")
+        self.vectorizer = self._vectorizer()
+        x = self.vectorizer.fit_transform([r[0] for r in rows])
+        svm = LinearSVC(C=self.C, random_state=self.seed).fit(x, [r[1] for r in rows])
+        self.classes = [str(c) for c in svm.classes_]
+        coef = svm.coef_ if len(self.classes) > 2 else np.vstack([-svm.coef_[0], svm.coef_[0]])
+        bias = svm.intercept_ if len(self.classes) > 2 else np.array([-svm.intercept_[0], svm.intercept_[0]])
+        # liblinear gives Fortran-ordered arrays; safetensors stores the raw buffer, so make them C-ordered.
+        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+        logger.info("n-gram channel: %d documents, %d classes, %d n-grams", len(rows), len(self.classes), x.shape[1])
+        return self
+
+    def scores(self, texts: list[str], titles: list[str] | None = None) -> np.ndarray:
+        """Decision values (documents × first-level classes, in ``self.classes`` order)."""
+        titles = titles or [""] * len(texts)
+        x = self.vectorizer.transform([channel_text(t, h) for t, h in zip(texts, titles)])
+        return np.asarray(x @ self.coef.T + self.bias, dtype=np.float32)
+
+    def full_scores(self, texts: list[str], titles: list[str] | None, labels: list[str]) -> np.ndarray:
+        """Scores per full label: each label gets its first level's score (0 for a level it never saw)."""
+        own = self.scores(texts, titles)
+        index = {c: i for i, c in enumerate(self.classes)}
+        out = np.zeros((len(texts), len(labels)), dtype=np.float32)
+        for j, label in enumerate(labels):
+            if l1(label) in index:
+                out[:, j] = own[:, index[l1(label)]]
+        return out
+
+    # ------------------------------------------------------------ the model folder
+    def save(self, folder: str | Path) -> None:
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        vocab = {str(k): int(v) for k, v in self.vectorizer.vocabulary_.items()}
+        (folder / VOCAB_FILE).write_text(
+            json.dumps({"classes": self.classes, "ngram_range": [1, 3], "vocabulary": vocab}, ensure_ascii=False),
+            encoding="utf-8",
+        )
+        idf = np.ascontiguousarray(self.vectorizer.idf_, dtype=np.float32)
+        tensors = {"idf": idf, "coef": self.coef, "bias": self.bias}
+        save_file(tensors, str(folder / WEIGHTS_FILE))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> NgramChannel | None:
+        """The channel kept in ``folder``, or None when it has none. A damaged channel is an error."""
+        from safetensors.numpy import load_file
+
+        from govtopic.modeling import ModelLoadError
+
+        folder = Path(folder)
+        if not (folder / WEIGHTS_FILE).is_file() and not (folder / VOCAB_FILE).is_file():
+            return None
+        try:
+            meta = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
+            tensors = load_file(str(folder / WEIGHTS_FILE))
+            channel = cls()
+            channel.classes = [str(c) for c in meta["classes"]]
+            vocab = {str(k): int(v) for k, v in meta["vocabulary"].items()}
+            channel.vectorizer = channel._vectorizer(vocab)
+            channel.vectorizer.idf_ = tensors["idf"]
+            channel.coef, channel.bias = tensors["coef"], tensors["bias"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ModelLoadError(
+                f"{folder}: the n-gram channel ({WEIGHTS_FILE}, {VOCAB_FILE}) cannot be read: {err}. Copy the "
+                "folder again, or delete both files and set ngram_weight to 0 in config.json to use the "
+                "transformer alone."
+            ) from err
+        shapes_ok = channel.coef.shape == (len(channel.classes), len(vocab)) and channel.bias.shape == (
+            len(channel.classes),
+        )
+        if not shapes_ok or len(channel.vectorizer.idf_) != len(vocab):
+            raise ModelLoadError(f"{folder}: the n-gram channel's tensors do not match its vocabulary")
+        if not all(np.isfinite(t).all() for t in tensors.values()):
+            raise ModelLoadError(f"{folder}: the n-gram channel holds non-finite values; the files are damaged")
+        return channel
+
+
+def choose_weight(
+    logits: np.ndarray, channel_scores: np.ndarray, gold: list[str | None], labels: list[str]
+) -> tuple[float, dict]:
+    """The weight (from WEIGHT_GRID) that maximises first-level accuracy on validation documents, ties broken
+    by the smaller weight; returns it with the accuracy of each weight tried."""
+    from govtopic.labels import hierarchical_decode
+
+    keep = [i for i, y in enumerate(gold) if y]
+    wanted = np.array([l1(gold[i]) for i in keep])
+    tried = {}
+    for w in WEIGHT_GRID:
+        _, names, l1_probs = hierarchical_decode(_softmax(logits[keep] + w * channel_scores[keep]), labels)
+        tried[w] = float(np.mean(np.array(names)[l1_probs.argmax(axis=1)] == wanted)) if keep else 0.0
+    best = max(WEIGHT_GRID, key=lambda w: (tried[w], -w))
+    return best, tried
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
