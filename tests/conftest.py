@@ -95,7 +95,13 @@ def tiny_config(tmp_path: Path, **extra) -> Path:
     values = {
         "output_dir": str(tmp_path / "run"),
         "model": dict(TINY_MODEL),
-        "data": {"train_file": str(SAMPLE), "taxonomy": str(TAXONOMY), "max_train_samples": 120, "label_level": "l1"},
+        "data": {
+            "train_file": str(SAMPLE),
+            "taxonomy": str(TAXONOMY),
+            "label_map": str(ROOT / "data" / "label_map.yaml"),
+            "max_train_samples": 120,
+            "label_level": "l1",
+        },
         "long_doc": {"strategy": "chunks", "max_length": 64, "stride": 8, "train_max_windows": 2},
         "train": {"max_steps": 6, "batch_size": 8, "learning_rate": "1e-3", "logging_steps": 2},
         "eval": {"baseline": False, "calibrate": False},

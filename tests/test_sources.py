@@ -305,3 +305,13 @@ def test_cli_reads_titles_by_the_same_rule_as_predict(tiny_model_dir, tmp_path):
     assert [r["label"] for r in rows] == [e["label"] for e in expected]
     assert [r["score"] for r in rows] == pytest.approx([e["score"] for e in expected], abs=1e-6)
     assert [r["windows"] for r in rows] == [2, 1, 1]
+
+
+def test_gold_labels_outside_the_taxonomy_are_an_error_naming_them():
+    from govtopic.data import load_eval_file
+
+    gold = ROOT / "data" / "gold_dev.jsonl"
+    with pytest.raises(DataError, match=r"(?s)label '公路' \(1 row\(s\)\).*data.label_map"):
+        load_eval_file(gold, data_config(), None, None)
+    mapped = load_eval_file(gold, data_config(label_map=str(LABEL_MAP)), None, None)
+    assert "工业、交通\\公路" in mapped.labels and len(mapped) == 91

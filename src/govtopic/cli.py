@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         help="split to use when the file has a split column ('all' for every row)",
     )
     e.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
+    e.add_argument("--group-by", help="a column whose values get their own figures in the report (e.g. label_source)")
     e.add_argument("--long-doc", choices=["head", "head_tail", "chunks"], help="override the model's strategy")
 
     r = sub.add_parser("predict", help="predict topics for .txt files, folders, JSONL/CSV/Parquet")
@@ -115,6 +116,7 @@ def _evaluate(args) -> int:
         split=split,
         baseline=False if args.no_baseline else None,
         long_doc=args.long_doc,
+        group_by=args.group_by,
     )
     m, b = result["metrics"], result["baseline"]
     print(f"documents: {m['n']}")
@@ -122,6 +124,11 @@ def _evaluate(args) -> int:
         base = f"   baseline {b[key]:.3f}" if b and b.get(key) is not None else ""
         value = "n/a" if m.get(key) is None else f"{m[key]:.3f}"
         print(f"{key:>12}: {value}{base}")
+    base_groups = (b or {}).get("per_source") or {}
+    for group, g in (m.get("per_source") or {}).items():
+        bg = base_groups.get(group, {})
+        base = f" (baseline {bg['l1_accuracy']:.3f})" if bg.get("l1_accuracy") is not None else ""
+        print(f"  {group}: {g['n']} documents, l1_accuracy {g['l1_accuracy']:.3f}{base}")
     for name, path in result["paths"].items():
         print(f"{name}: {path}")
     return 0

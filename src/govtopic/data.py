@@ -219,8 +219,11 @@ def read_source(source: SourceConfig, cfg: DataConfig, skipped: dict) -> list[di
     return rows
 
 
-def parse_rows(rows: list[dict], path: str, cfg: DataConfig, scheme: LabelScheme | None = None) -> list[dict]:
-    """Canonical labels, titles and bodies of an evaluation file's rows (data-level columns)."""
+def parse_rows(
+    rows: list[dict], path: str, cfg: DataConfig, scheme: LabelScheme | None = None, group_by: str | None = None
+) -> list[dict]:
+    """Canonical labels, titles and bodies of an evaluation file's rows (data-level columns); ``group_by``
+    names a column whose values group the rows in reports (default: one group named after the file)."""
     title_column = cfg.title_column if cfg.title_column in rows[0] else None
     _require_columns(rows, path, {"text_column": cfg.text_column, "label_column": cfg.label_column})
     scheme = scheme or label_scheme(cfg)
@@ -230,9 +233,12 @@ def parse_rows(rows: list[dict], path: str, cfg: DataConfig, scheme: LabelScheme
         raise DataError(str(err)) from err
     titles = _texts(rows, path, title_column, "title_column")
     bodies = _texts(rows, path, cfg.text_column, "text_column")
+    if group_by is not None and group_by not in rows[0]:
+        raise DataError(f"{path}: no column {group_by!r} to group by; columns: {', '.join(sorted(rows[0]))}")
     name = Path(path).name.split(".")[0]
     for row, label, title, body in zip(rows, labels, titles, bodies):
-        row.update(_label=label, _title=title, _text=body, _source=name, _weight=1.0)
+        group = str(row.get(group_by)) if group_by else name
+        row.update(_label=label, _title=title, _text=body, _source=group, _weight=1.0)
     return rows
 
 
@@ -368,13 +374,14 @@ def load_eval_file(
     norm: NormalizeConfig | None,
     split: str | None = "test",
     scheme: LabelScheme | None = None,
+    group_by: str | None = None,
 ) -> Split:
     """Labelled documents of one file for evaluation: its ``split`` rows when it has a split column.
 
     Labels are read through the label scheme: a gold label outside the taxonomy (after the label map) is an
     error listing each spelling, never a silently wrong figure.
     """
-    rows = parse_rows(read_table(path), str(path), cfg, scheme)
+    rows = parse_rows(read_table(path), str(path), cfg, scheme, group_by)
     col = cfg.split_column
     keep = [i for i, r in enumerate(rows) if r["_label"] is not None]
     if not keep:

@@ -239,12 +239,26 @@ def evaluate(
     split: str | None = "test",
     baseline: bool | None = None,
     long_doc: str | None = None,
+    group_by: str | None = None,
 ) -> dict:
-    """Evaluate a model folder on a labelled file (its test split when it has a split column)."""
+    """Evaluate a model folder on a labelled file (its test split when it has a split column).
+
+    Args:
+        model_dir: the model folder.
+        data_file: JSONL, CSV or Parquet with the model's text, title and label columns.
+        output_dir: report folder (default: ``eval/DATA_NAME`` beside the model folder).
+        split: the rows of this split when the file has a split column (None: every row).
+        baseline: train the TF-IDF baseline on the model's training sources (default: as the model's config).
+        long_doc: override the model's long-document strategy.
+        group_by: a column whose values group the rows in the report's per-source table.
+
+    Example:
+        >>> evaluate("runs/cpu-official/model", "../shared/data/official.jsonl.gz", group_by="label_source")
+    """
     cfg = saved_config(model_dir)
     if baseline is not None:
         cfg.eval.baseline = baseline
-    data = load_eval_file(data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg))
+    data = load_eval_file(data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg), group_by)
     train_split = None
     files = [s.file for s in cfg.data.sources] or [cfg.data.train_file]
     if cfg.eval.baseline and all(f and Path(f).is_file() for f in files):

@@ -99,13 +99,13 @@ def data_files(cfg: Config) -> dict[str, Path]:
     missing = []
     base = Path(cfg.data.taxonomy).parent if cfg.data.taxonomy else None
     for path, value in _file_settings(_flatten(cfg.to_dict()["data"], "data")):
-        file = Path(value).expanduser()
+        file = Path(value)
         if not file.exists() and not file.is_absolute() and base is not None and path.endswith("label_map"):
             file = base / file  # a label map may be named relative to the taxonomy's folder
         if file.is_file():
             found[path] = file
         else:
-            missing.append(f"{path}: {value} does not exist" + (" (it is a folder)" if file.is_dir() else ""))
+            missing.append(f"{path}: {value} " + ("is a folder, not a file" if file.is_dir() else "does not exist"))
     if not getattr(cfg.data, "train_file", None) and not getattr(cfg.data, "sources", None):
         missing.append("data.train_file: not set; point it at a JSONL, CSV or Parquet file of labelled documents")
     if missing:
