@@ -73,8 +73,10 @@ def main() -> None:
         print(json.dumps(row, ensure_ascii=False), flush=True)
 
     columns = [k for k in rows[0] if k not in ("set", "documents", "seconds")]
-    print(f"\nfirst-level accuracy; model {args.model_dir}, title rule {clf.long_doc.title} "
-          f"(trained with title weight {clf.long_doc.title_weight:g}), n-gram channel weight {ngram_weight:g}\n")
+    print(
+        f"\nfirst-level accuracy; model {args.model_dir}, title rule {clf.long_doc.title} "
+        f"(trained with title weight {clf.long_doc.title_weight:g}), n-gram channel weight {ngram_weight:g}\n"
+    )
     print("| set | docs | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))
     for row in rows:

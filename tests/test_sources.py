@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TAXONOMY, TINY_MODEL, TOPIC_WORDS, synthetic_rows
 
+from conftest import ROOT, TAXONOMY, TINY_MODEL, TOPIC_WORDS, synthetic_rows
 from govtopic.config import from_dict
 from govtopic.data import DataError, load_labelled
 from govtopic.labels import LabelMap, LabelScheme, Taxonomy
