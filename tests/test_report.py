@@ -189,3 +189,61 @@ def test_cjk_font_has_glyphs_for_class_names():
     path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
     font = FT2Font(path)
     assert all(font.get_char_index(ord(ch)) for ch in "城乡建设环境保护公安司法")
+
+
+def test_report_shows_the_learning_curves(tmp_path):
+    from govtopic.plots import plot_learning_curves
+
+    metrics = compute_metrics(GOLD, _probs([True] * 8), LABELS)
+    curves = {
+        "loss": [{"step": 2, "loss": 1.6}, {"step": 4, "loss": 1.2}, {"step": 6, "loss": 0.9}],
+        "validation": [
+            {"step": 3, "epoch": 0.5, "l1_accuracy": 0.5, "l1_macro_f1": 0.4},
+            {"step": 6, "epoch": 1.0, "l1_accuracy": 0.75, "l1_macro_f1": 0.7},
+        ],
+    }
+    plot = plot_learning_curves(curves, "l1_macro_f1", tmp_path / "curves.png")
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    training = {
+        "best_metric": "l1_macro_f1",
+        "best_value": 0.7,
+        "best_step": 6,
+        "best_checkpoint": "checkpoint-6",
+        "steps": 6,
+        "stopped_early": False,
+        "curves": curves,
+        "plot": str(plot),
+    }
+    paths = write_report(
+        tmp_path / "report",
+        metrics=metrics,
+        baseline_metrics=None,
+        plots={},
+        confusions=[],
+        calibration=None,
+        meta={"model_dir": "runs/x/model"},
+        training=training,
+    )
+    md = paths["report_md"].read_text(encoding="utf-8")
+    assert "best validation l1_macro_f1 (0.700 at step 6 of 6)" in md
+    assert "| 3 | 0.50 | 1.600 | 0.500 | 0.400 |" in md  # the loss logged last at or before step 3
+    html_text = paths["report_html"].read_text(encoding="utf-8")
+    assert "<h2>Training</h2>" in html_text and html_text.count("data:image/png;base64,") == 1
+    assert "<td>0.700</td>" in html_text
+    saved = json.loads(paths["metrics"].read_text(encoding="utf-8"))
+    assert saved["training"]["best_checkpoint"] == "checkpoint-6"
+
+
+def test_html_report_escapes_what_it_shows(tmp_path):
+    metrics = compute_metrics(GOLD, _probs([True] * 8), LABELS)
+    paths = write_report(
+        tmp_path,
+        metrics=metrics,
+        baseline_metrics=None,
+        plots={},
+        confusions=[],
+        calibration=None,
+        meta={"model_dir": "<script>alert(1)</script>"},
+    )
+    text = paths["report_html"].read_text(encoding="utf-8")
+    assert "<script>" not in text and "&lt;script&gt;" in text

@@ -72,9 +72,23 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--output", help="folder for model.onnx (default: MODEL_DIR-onnx)")
     x.add_argument("--opset", type=int, default=17)
 
+    _add_serve_parsers(sub)
+
     c = sub.add_parser("compare", help="per-class F1 deltas between two evaluation folders")
     c.add_argument("run_a")
     c.add_argument("run_b")
+
+    h = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
+    h.add_argument("model_dir", help="a model folder written by govtopic train (RUN/model)")
+    h.add_argument("repo_id", help="user/name or organisation/name")
+    h.add_argument("--private", action="store_true", help="create the repository as private")
+
+    u = sub.add_parser("tune", help="search learning rate, epochs, window length and warmup on the validation split")
+    u.add_argument("config", help="YAML config (see configs/)")
+    u.add_argument("overrides", nargs="*", help="dotted overrides, e.g. output_dir=runs/tune")
+    u.add_argument("--trials", type=int, default=10, help="number of trials (default 10)")
+    u.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    u.add_argument("--output", help="best config (default: OUTPUT_DIR/best.yaml)")
     return p
 
 
@@ -170,10 +184,102 @@ def _export(args) -> int:
     return 0
 
 
+def _add_serve_parsers(sub) -> None:
+    from govtopic.serve_settings import ServeSettings
+
+    s = sub.add_parser("serve", help="serve a model over HTTP with dynamic batching (needs the serve extra)")
+    s.add_argument("model_dir", help="model folder or Hub id")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--device", help="cpu, cuda ... (default: CUDA when available)")
+    defaults = ServeSettings()
+    for name, help_text in (
+        ("max_batch_size", "documents predicted together at most (1: no batching)"),
+        ("max_wait_ms", "milliseconds to wait after a document for others to join its batch"),
+        ("max_queue", "documents waiting at most; beyond it requests get 503 with Retry-After"),
+        ("max_docs", "documents per request at most"),
+        ("max_doc_chars", "characters per document (title + text) at most"),
+        ("max_body_bytes", "bytes per request body at most"),
+        ("batch_size", "windows per forward pass"),
+        ("retry_after_s", "seconds a client is told to wait when the queue is full"),
+    ):
+        value = getattr(defaults, name)
+        s.add_argument(
+            "--" + name.replace("_", "-"), type=type(value), default=value, help=f"{help_text} (default {value})"
+        )
+
+    rp = sub.add_parser("predict-ray", help="predict JSONL/Parquet files on Ray Data into Parquet (needs ray)")
+    rp.add_argument("model_dir", help="model folder (every Ray worker must see the same path)")
+    rp.add_argument("inputs", nargs="+", help=".jsonl or .parquet files (optionally .jsonl.gz), or folders of them")
+    rp.add_argument("--output", required=True, help="folder for one Parquet file per input file")
+    rp.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    rp.add_argument("--actors", type=int, default=1, help="model actors (each loads the model once)")
+    rp.add_argument("--num-cpus", type=float, default=1, help="CPUs per actor")
+    rp.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor (e.g. 1 on a GPU cluster)")
+    rp.add_argument("--batch-docs", type=int, default=64, help="documents per actor call")
+    rp.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    rp.add_argument("--top-k", type=int, default=1)
+    rp.add_argument("--text-column", default="text")
+    rp.add_argument("--title-column", help="title column (default: the model's own; '' for none)")
+    rp.add_argument("--id-column", default="id")
+
+
+def _serve(args) -> int:
+    from govtopic.serve import serve
+    from govtopic.serve_settings import ServeSettings
+
+    names = [f for f in vars(ServeSettings()) if hasattr(args, f)]
+    settings = ServeSettings(**{name: getattr(args, name) for name in names})
+    serve(args.model_dir, host=args.host, port=args.port, settings=settings, device=args.device)
+    return 0
+
+
+def _predict_ray(args) -> int:
+    from govtopic.raybatch import predict_ray
+
+    counts = predict_ray(
+        args.model_dir,
+        args.inputs,
+        args.output,
+        address=args.address,
+        actors=args.actors,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        batch_docs=args.batch_docs,
+        batch_size=args.batch_size,
+        top_k=args.top_k,
+        text_column=args.text_column,
+        title_column=args.title_column,
+        id_column=args.id_column,
+    )
+    print(
+        f"predicted {counts['predicted']} documents from {counts['files_done']} file(s) "
+        f"({counts['files_skipped']} already done) in {counts['seconds']} s; Parquet files in {counts['output']}"
+    )
+    return 0
+
+
 def _compare(args) -> int:
     from govtopic.report import compare_runs
 
     print(compare_runs(args.run_a, args.run_b))
+    return 0
+
+
+def _push(args) -> int:
+    from govtopic.hub import push
+
+    url = push(args.model_dir, args.repo_id, private=args.private)
+    print(f"uploaded {args.model_dir} to {args.repo_id}: {url}")
+    return 0
+
+
+def _tune(args) -> int:
+    from govtopic.tune import tune
+
+    result = tune(args.config, args.overrides, trials=args.trials, timeout=args.timeout, output=args.output)
+    print(f"best validation {result['metric']}: {result['value']:.4f} ({result['trials']} trial(s))")
+    print(f"best config: {result['config']} (train it with: govtopic train {result['config']})")
     return 0
 
 
@@ -195,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         "predict": _predict,
         "compare": _compare,
         "export": _export,
+        "push": _push,
+        "tune": _tune,
+        "serve": _serve,
+        "predict-ray": _predict_ray,
     }
     try:
         return handlers[args.command](args)

@@ -169,6 +169,22 @@ class TrainConfig:
     dataloader_num_workers: int = 0
     # Label smoothing helps with noisy distant labels.
     label_smoothing: float = 0.0
+    # Score the validation split (document level, both taxonomy levels) during training; the best evaluation's
+    # checkpoint becomes the model. Off, or without validation rows, the last step's weights are the model.
+    validate: bool = True
+    # Evaluate (and checkpoint) every this many steps; 0: train.save_steps when set, else once per epoch.
+    eval_steps: int = 0
+    # The validation figure that picks the best checkpoint (govtopic.validation.METRICS lists the names).
+    best_metric: str = "l1_macro_f1"
+    # Stop after this many evaluations without a better best_metric; null: train every step.
+    early_stopping_patience: int | None = None
+    # "balanced": each class's loss weighted by n / (classes x its documents), first-level-only rows by their
+    # level's; multiplies the source weights.
+    class_weights: Literal["none", "balanced"] = "none"
+    # "balanced": training windows drawn with replacement so that every class is drawn about equally often.
+    sampler: Literal["random", "balanced"] = "random"
+    # Offline trackers: "tensorboard" (event files in RUN/tensorboard), "mlflow" (file store in RUN/mlruns).
+    report_to: list[Literal["tensorboard", "mlflow"]] = field(default_factory=list)
 
 
 @dataclass
@@ -402,6 +418,7 @@ def _check_values(cfg: Config, problems: list[str]) -> None:
         problems.append(f"data.min_class_count: must be at least 1 (1 keeps every class), got {d.min_class_count}")
     if tr.max_steps is not None and tr.max_steps < 1:
         problems.append(f"train.max_steps: must be at least 1 (or null to use train.epochs), got {tr.max_steps}")
+    _check_training_checks(cfg, problems)
     if cfg.eval.batch_size < 1:
         problems.append(f"eval.batch_size: must be at least 1, got {cfg.eval.batch_size}")
     pt = cfg.pretrain
@@ -411,6 +428,15 @@ def _check_values(cfg: Config, problems: list[str]) -> None:
         problems.append(f"pretrain.max_length: expected 32..8192 tokens, got {pt.max_length}")
     if any(k < 1 for k in cfg.eval.top_k if isinstance(k, int)):
         problems.append(f"eval.top_k: values must be at least 1, got {cfg.eval.top_k}")
+
+
+def _check_training_checks(cfg: Config, problems: list[str]) -> None:
+    """Validation, early stopping and tracker settings (govtopic.validation and govtopic.tracking own them)."""
+    from govtopic.tracking import check_trackers
+    from govtopic.validation import check_validation
+
+    check_validation(cfg, problems)
+    check_trackers(cfg.train.report_to, problems)
 
 
 def from_dict(values: dict[str, Any] | None, source: str | None = None) -> Config:

@@ -175,8 +175,10 @@ def evaluate_split(
     meta: dict | None = None,
     model_card_dir: Path | None = None,
     long_doc: str | None = None,
+    training: dict | None = None,
 ) -> dict:
-    """All figures, plots and reports for one labelled split; returns metrics.json's content."""
+    """All figures, plots and reports for one labelled split; returns metrics.json's content. ``training``
+    (learning curves and the chosen checkpoint, from govtopic.training) adds a section to the report."""
     from govtopic.report import render_model_card, write_report
 
     out_dir = Path(out_dir)
@@ -225,6 +227,7 @@ def evaluate_split(
         confusions=confusions,
         calibration=calibration,
         meta=meta,
+        training=training,
     )
     if model_card_dir is not None:
         atomic_write_text(Path(model_card_dir) / "README.md", render_model_card(metrics, baseline, meta))

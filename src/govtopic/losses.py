@@ -71,3 +71,37 @@ class MixedDepthLoss:
         if num_items_in_batch is None:
             return loss.mean()
         return loss.sum() / num_items_in_batch
+
+
+def balanced_weights(keys: list) -> list[float]:
+    """Per-row weights inverse to the frequency of each row's class: ``n / (classes × rows of its class)``,
+    so every class carries the same share of the loss and the mean weight is 1 (the loss keeps its scale).
+
+    A key is whatever names a row's target: a class index for a full label, the tuple of its level's
+    classes for a first-level-only row (which then gets its level's weight).
+
+    Args:
+        keys: one hashable target per row (document).
+
+    Example:
+        >>> balanced_weights([0, 0, 0, 1])
+        [0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 2.0]
+    """
+    from collections import Counter
+
+    counts = Counter(keys)
+    n, k = len(keys), len(counts)
+    return [n / (k * counts[key]) for key in keys]
+
+
+def balanced_sample_weights(keys: list) -> list[float]:
+    """Sampling weights that draw every class (``keys``, one per training window) about equally often.
+
+    Example:
+        >>> balanced_sample_weights(["a", "a", "b"])
+        [0.5, 0.5, 1.0]
+    """
+    from collections import Counter
+
+    counts = Counter(keys)
+    return [1.0 / counts[key] for key in keys]

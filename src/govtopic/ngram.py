@@ -2,14 +2,18 @@
 
 With a few thousand short labelled rows (titles, summaries) and no pretrained weights, a small transformer
 learns less than a linear model over character 1–3-grams; the two make different mistakes. The channel is a
-TF-IDF + linear SVM over title and body at the **first level**, fitted on the model's training split. Its
+TF-IDF + linear SVM at the **first level**, fitted on the model's training split, with the title and the
+start of the body as separate feature blocks (a title's n-grams mean more than the same n-grams deep in a
+body: on the validation split of the official recipe, 0.842 first-level accuracy against 0.831 for one block
+over title + body). Its
 scores are added, times a weight chosen on the validation split, to every full label of that level, so it
 moves the choice of the first level and leaves the choice of the second level to the transformer; rows with a
 first-level-only label train it like any other.
 
-It lives in the model folder as tensors (``ngram_channel.safetensors``: IDF weights, coefficients and
-intercepts) and its vocabulary as JSON (``ngram_vocab.json``), never pickle, so the folder is still one model
-with one ``predict()``. Plain ``transformers`` loading the folder ignores the channel (the README says so).
+It lives in the model folder as tensors (``ngram_channel.safetensors``: IDF weights of each block,
+coefficients and intercepts) and its vocabularies as JSON (``ngram_vocab.json``), never pickle, so the folder
+is still one model with one ``predict()``. Plain ``transformers`` loading the folder ignores the channel (the
+README says so).
 """
 
 from __future__ import annotations
@@ -26,14 +30,17 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "ngram_channel.safetensors"
 VOCAB_FILE = "ngram_vocab.json"
-# Characters of title + body read by the channel (as the data README's reference model does).
-MAX_CHARS = 3000
+# Characters of the body read by the channel (measured on the official recipe's validation split: 1,000 read
+# as well as 500 and better than 3,000).
+MAX_CHARS = 1000
+# The two feature blocks: title n-grams and body n-grams, each with its own vocabulary and IDF weights.
+BLOCKS = ("title", "body")
 # Weights tried on the validation split; 0 keeps the transformer alone.
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
-def channel_text(text: str, title: str = "") -> str:
-    return (f"{title}\n{text}" if title else text)[:MAX_CHARS]
+def _block_texts(texts: list[str], titles: list[str] | None) -> dict[str, list[str]]:
+    return {"title": list(titles or [""] * len(texts)), "body": [t[:MAX_CHARS] for t in texts]}
 
 
 class NgramChannel:
@@ -53,43 +60,62 @@ class NgramChannel:
     def __init__(self, max_features: int = 100_000, C: float = 0.5, seed: int = 0):
         self.max_features, self.C, self.seed = max_features, C, seed
         self.classes: list[str] = []
+        self.vectorizers: dict = {}
 
-    def _vectorizer(self, vocabulary: dict[str, int] | None = None):
+    def _vectorizer(self, block: str, vocabulary: dict[str, int] | None = None):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
+        # Titles are short: half the n-gram budget is plenty.
+        cap = self.max_features // 2 if block == "title" else self.max_features
         return TfidfVectorizer(
             analyzer="char",
             ngram_range=(1, 3),
             sublinear_tf=True,
-            max_features=None if vocabulary else self.max_features,
+            max_features=None if vocabulary else cap,
             vocabulary=vocabulary,
             dtype=np.float32,
         )
+
+    def _features(self, texts: list[str], titles: list[str] | None, fit: bool = False):
+        from scipy.sparse import csr_matrix, hstack
+
+        blocks = _block_texts(texts, titles)
+        parts = []
+        for block in BLOCKS:
+            if fit:
+                try:
+                    self.vectorizers[block] = self._vectorizer(block)
+                    parts.append(self.vectorizers[block].fit_transform(blocks[block]))
+                except ValueError:  # no titles (or no bodies) at all: an empty block
+                    self.vectorizers[block] = None
+            elif self.vectorizers.get(block) is not None:
+                parts.append(self.vectorizers[block].transform(blocks[block]))
+        return hstack(parts).tocsr() if parts else csr_matrix((len(texts), 0), dtype=np.float32)
 
     def fit(self, texts: list[str], labels: list[str | None], titles: list[str] | None = None) -> NgramChannel:
         """Fit on documents with a label (cut to the first level); rows without one are skipped."""
         from sklearn.svm import LinearSVC
 
-        titles = titles or [""] * len(texts)
-        rows = [(channel_text(t, h), l1(y)) for t, h, y in zip(texts, titles, labels) if y]
-        if len({y for _, y in rows}) < 2:
+        keep = [i for i, y in enumerate(labels) if y]
+        y = [l1(labels[i]) for i in keep]
+        if len(set(y)) < 2:
             raise ValueError("the n-gram channel needs at least two first-level classes in training")
-        self.vectorizer = self._vectorizer()
-        x = self.vectorizer.fit_transform([r[0] for r in rows])
-        svm = LinearSVC(C=self.C, random_state=self.seed).fit(x, [r[1] for r in rows])
+        x = self._features([texts[i] for i in keep], [titles[i] for i in keep] if titles else None, fit=True)
+        if x.shape[1] == 0:
+            raise ValueError("the n-gram channel found no text to learn from (every title and body is empty)")
+        svm = LinearSVC(C=self.C, random_state=self.seed).fit(x, y)
         self.classes = [str(c) for c in svm.classes_]
         coef = svm.coef_ if len(self.classes) > 2 else np.vstack([-svm.coef_[0], svm.coef_[0]])
         bias = svm.intercept_ if len(self.classes) > 2 else np.array([-svm.intercept_[0], svm.intercept_[0]])
         # liblinear gives Fortran-ordered arrays; safetensors stores the raw buffer, so make them C-ordered.
         self.coef = np.ascontiguousarray(coef, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
-        logger.info("n-gram channel: %d documents, %d classes, %d n-grams", len(rows), len(self.classes), x.shape[1])
+        logger.info("n-gram channel: %d documents, %d classes, %d n-grams", len(y), len(self.classes), x.shape[1])
         return self
 
     def scores(self, texts: list[str], titles: list[str] | None = None) -> np.ndarray:
         """Decision values (documents × first-level classes, in ``self.classes`` order)."""
-        titles = titles or [""] * len(texts)
-        x = self.vectorizer.transform([channel_text(t, h) for t, h in zip(texts, titles)])
+        x = self._features(texts, titles)
         return np.asarray(x @ self.coef.T + self.bias, dtype=np.float32)
 
     def full_scores(self, texts: list[str], titles: list[str] | None, labels: list[str]) -> np.ndarray:
@@ -107,13 +133,16 @@ class NgramChannel:
         from safetensors.numpy import save_file
 
         folder = Path(folder)
-        vocab = {str(k): int(v) for k, v in self.vectorizer.vocabulary_.items()}
-        (folder / VOCAB_FILE).write_text(
-            json.dumps({"classes": self.classes, "ngram_range": [1, 3], "vocabulary": vocab}, ensure_ascii=False),
-            encoding="utf-8",
-        )
-        idf = np.ascontiguousarray(self.vectorizer.idf_, dtype=np.float32)
-        tensors = {"idf": idf, "coef": self.coef, "bias": self.bias}
+        vocab = {
+            block: {str(k): int(v) for k, v in v_.vocabulary_.items()} if v_ is not None else None
+            for block, v_ in ((b, self.vectorizers.get(b)) for b in BLOCKS)
+        }
+        meta = {"classes": self.classes, "ngram_range": [1, 3], "max_chars": MAX_CHARS, "vocabulary": vocab}
+        (folder / VOCAB_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        tensors = {"coef": self.coef, "bias": self.bias}
+        for block in BLOCKS:
+            if self.vectorizers.get(block) is not None:
+                tensors[f"idf_{block}"] = np.ascontiguousarray(self.vectorizers[block].idf_, dtype=np.float32)
         save_file(tensors, str(folder / WEIGHTS_FILE))
 
     @classmethod
@@ -126,25 +155,31 @@ class NgramChannel:
         folder = Path(folder)
         if not (folder / WEIGHTS_FILE).is_file() and not (folder / VOCAB_FILE).is_file():
             return None
+        width = 0
         try:
             meta = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
             tensors = load_file(str(folder / WEIGHTS_FILE))
             channel = cls()
             channel.classes = [str(c) for c in meta["classes"]]
-            vocab = {str(k): int(v) for k, v in meta["vocabulary"].items()}
-            channel.vectorizer = channel._vectorizer(vocab)
-            channel.vectorizer.idf_ = tensors["idf"]
+            for block in BLOCKS:
+                vocab = meta["vocabulary"].get(block)
+                if vocab is None:
+                    channel.vectorizers[block] = None
+                    continue
+                vectorizer = channel._vectorizer(block, {str(k): int(v) for k, v in vocab.items()})
+                vectorizer.idf_ = tensors[f"idf_{block}"]
+                if len(vectorizer.idf_) != len(vocab):
+                    raise ValueError(f"the {block} block has {len(vocab)} n-grams but {len(vectorizer.idf_)} weights")
+                channel.vectorizers[block] = vectorizer
+                width += len(vocab)
             channel.coef, channel.bias = tensors["coef"], tensors["bias"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise ModelLoadError(
                 f"{folder}: the n-gram channel ({WEIGHTS_FILE}, {VOCAB_FILE}) cannot be read: {err}. Copy the "
                 "folder again, or delete both files and set ngram_weight to 0 in config.json to use the "
                 "transformer alone."
             ) from err
-        shapes_ok = channel.coef.shape == (len(channel.classes), len(vocab)) and channel.bias.shape == (
-            len(channel.classes),
-        )
-        if not shapes_ok or len(channel.vectorizer.idf_) != len(vocab):
+        if channel.coef.shape != (len(channel.classes), width) or channel.bias.shape != (len(channel.classes),):
             raise ModelLoadError(f"{folder}: the n-gram channel's tensors do not match its vocabulary")
         if not all(np.isfinite(t).all() for t in tensors.values()):
             raise ModelLoadError(f"{folder}: the n-gram channel holds non-finite values; the files are damaged")

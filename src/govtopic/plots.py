@@ -228,3 +228,48 @@ def plot_reliability(
     counts.set_ylabel("documents")
     counts.set_xlabel("confidence (top probability)")
     return _save(fig, path)
+
+
+def plot_learning_curves(curves: dict, metric: str, path: str | Path) -> Path:
+    """Training loss by step (left) and the validation figures by evaluation (right), with the best value of
+    ``metric`` marked.
+
+    Args:
+        curves: ``govtopic.validation.learning_curves`` output ({"loss": [...], "validation": [...]}).
+        metric: the figure that chose the checkpoint (``train.best_metric``).
+        path: the PNG to write.
+
+    Example:
+        >>> plot_learning_curves({"loss": [{"step": 2, "loss": 1.1}], "validation": []}, "l1_macro_f1", "c.png")
+        PosixPath('c.png')
+    """
+    _font_once()
+    fig = Figure(figsize=(11.0, 4.0))
+    loss_ax, val_ax = fig.subplots(1, 2)
+    loss = curves.get("loss") or []
+    loss_ax.plot([p["step"] for p in loss], [p["loss"] for p in loss], marker=".", color="#4c72b0")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("training loss")
+    loss_ax.set_title("Training loss")
+    loss_ax.grid(alpha=0.3)
+    validation = curves.get("validation") or []
+    steps = [p["step"] for p in validation]
+    shown = [m for m in dict.fromkeys([metric, "l1_accuracy", "l1_macro_f1", "accuracy", "macro_f1"])]
+    for name in shown:
+        values = [p.get(name) for p in validation]
+        if any(v is not None for v in values):
+            val_ax.plot(steps, values, marker="o", label=name, linewidth=2.5 if name == metric else 1.2)
+    best = [(p[metric], p["step"]) for p in validation if p.get(metric) is not None]
+    if best:
+        lower_is_better = metric in ("ece", "level_disagreement")
+        value, step = min(best) if lower_is_better else max(best, key=lambda b: (b[0], -b[1]))
+        val_ax.axvline(step, color="grey", linestyle="--", linewidth=1)
+        val_ax.annotate(f"best {metric} {value:.3f}", (step, value), textcoords="offset points", xytext=(4, -12))
+    val_ax.set_xlabel("step")
+    val_ax.set_title("Validation (documents, both levels)")
+    val_ax.grid(alpha=0.3)
+    if validation:
+        val_ax.legend(fontsize=8)
+    else:
+        val_ax.text(0.5, 0.5, "no validation during training", ha="center", va="center", transform=val_ax.transAxes)
+    return _save(fig, path)

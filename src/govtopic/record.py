@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ class ModelRecord:
     title_column: str | None = None
     # How training read the published labels (govtopic.labels.LabelScheme.to_dict()); None in older folders.
     label_scheme: dict[str, Any] | None = None
+    # sha256 of each data file training read, by its config setting (e.g. data.train_file); None in older folders.
+    data_sha256: dict[str, Any] | None = None
+    # The git commit of the working directory training ran in ("-dirty" with uncommitted changes); None outside
+    # a git checkout.
+    git_commit: str | None = None
     # Label names by output index: config.json's id2label, not a govtopic setting.
     labels: list[str] = field(default_factory=list)
 
@@ -97,6 +103,12 @@ class ModelRecord:
             problems.append(f"{PREFIX}.ngram_weight: expected a finite value of at least 0, got {self.ngram_weight}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             problems.append(f"{PREFIX}.temperature: expected a finite value above 0, got {self.temperature}")
+        for key, digest in (self.data_sha256 or {}).items():
+            if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+                problems.append(
+                    f"{PREFIX}.data_sha256.{key}: expected a sha256 (64 hex digits), got {_short(digest)}; "
+                    "set it to null if the data file is unknown"
+                )
 
 
 def _mapping_fields(cls: type) -> list[str]:

@@ -7,14 +7,12 @@ images), so both always say the same thing. The HTML inlines the PNGs so it can 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import unicodedata
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from govtopic.fsutil import atomic_write_text
 
@@ -276,40 +274,77 @@ _CSS = (
 )
 
 
+def _templates():
+    """The jinja2 environment of govtopic's templates (package data in govtopic/templates/)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("govtopic", "templates"),
+        autoescape=select_autoescape(["html", "html.j2"]),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
 def _to_html(blocks: list[tuple]) -> str:
-    esc = html.escape
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="zh-CN"><head><meta charset="utf-8">',
-        "<title>govtopic evaluation report</title>",
-        f"<style>{_CSS}</style></head><body>",
-    ]
+    """The report as one self-contained HTML page (templates/report.html.j2; PNGs inlined as base64)."""
+    items = []
     for block in blocks:
         kind = block[0]
         if kind == "h":
-            out.append(f"<h{block[1]}>{esc(block[2])}</h{block[1]}>")
+            items.append({"kind": kind, "level": block[1], "text": block[2]})
         elif kind == "p":
-            out.append(f"<p>{esc(block[1])}</p>")
+            items.append({"kind": kind, "text": block[1]})
         elif kind == "table":
-            head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in block[2])
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            items.append({"kind": kind, "head": block[1], "rows": [[str(c) for c in row] for row in block[2]]})
         elif kind == "ul":
-            items = "".join(
-                f"<li>{esc(item[0])}"
-                + ("<ul>" + "".join(f"<li>{esc(s)}</li>" for s in item[1:]) + "</ul>" if item[1:] else "")
-                + "</li>"
-                for item in block[1]
-            )
-            out.append(f"<ul>{items}</ul>")
+            items.append({"kind": kind, "entries": block[1]})
         elif kind == "img":
             data = base64.b64encode(Path(block[2]).read_bytes()).decode("ascii")
-            out.append(
-                f'<figure><img alt="{esc(block[1])}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{esc(block[1])}</figcaption></figure>"
+            items.append({"kind": kind, "title": block[1], "data": data})
+    page = _templates().get_template("report.html.j2")
+    return page.render(title="govtopic evaluation report", css=_CSS, blocks=items).rstrip("\n") + "\n"
+
+
+def _training_blocks(training: dict | None) -> list[tuple]:
+    """How the model was chosen: the learning curves as a plot and a table, one row per evaluation."""
+    if not training:
+        return []
+    curves = training.get("curves") or {}
+    validation = curves.get("validation") or []
+    blocks: list[tuple] = [("h", 2, "Training")]
+    if training.get("best_checkpoint"):
+        stop = " Training stopped early (train.early_stopping_patience)." if training.get("stopped_early") else ""
+        blocks.append(
+            (
+                "p",
+                f"The model is the checkpoint with the best validation {training['best_metric']} "
+                f"({_fmt(training.get('best_value'))} at step {training.get('best_step')} of "
+                f"{training.get('steps')}).{stop}",
             )
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+        )
+    elif not validation:
+        blocks.append(("p", "No validation during training: the model is the last step's weights."))
+    if training.get("plot") and Path(training["plot"]).is_file():
+        blocks.append(("img", "Learning curves", training["plot"]))
+    if validation:
+        loss_at = {p["step"]: p["loss"] for p in curves.get("loss") or []}
+        names = [k for k in ("l1_accuracy", "l1_macro_f1", "accuracy", "macro_f1") if any(k in v for v in validation)]
+        if training.get("best_metric") and training["best_metric"] not in names:
+            names.append(training["best_metric"])
+        rows = [
+            [str(v.get("step")), _fmt(v.get("epoch"), 2), _fmt(_last_loss(loss_at, v.get("step")))]
+            + [_fmt(v.get(n)) for n in names]
+            for v in validation
+        ]
+        blocks.append(("table", ["step", "epoch", "training loss", *[f"validation {n}" for n in names]], rows))
+    return blocks
+
+
+def _last_loss(loss_at: dict, step) -> float | None:
+    """The training loss logged last at or before ``step``."""
+    before = [s for s in loss_at if step is not None and s <= step]
+    return loss_at[max(before)] if before else None
 
 
 # ------------------------------------------------------------------ public
@@ -322,11 +357,18 @@ def write_report(
     confusions: list[dict],
     calibration: dict | None,
     meta: dict,
+    training: dict | None = None,
 ) -> dict[str, Path]:
     """Write metrics.json, report.md and report.html into ``output_dir`` (each atomically); returns their paths.
 
     ``plots`` maps a name to a PNG; known names (confusion_l1, f1_l1, reliability) go in their sections and
-    any others at the end. Missing plot files are left out rather than failing the whole report.
+    any others at the end. Missing plot files are left out rather than failing the whole report. ``training``
+    (govtopic.training's learning curves and chosen checkpoint) adds a Training section.
+
+    Example:
+        >>> write_report("runs/x/eval", metrics=m, baseline_metrics=None, plots={}, confusions=[],
+        ...              calibration=None, meta={"model_dir": "runs/x/model"})["report_html"]
+        PosixPath('runs/x/eval/report.html')
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -338,8 +380,10 @@ def write_report(
         "meta": meta,
         "worst_confusions": confusions,
         "plots": {k: str(p) for k, p in plots.items()},
+        "training": training,
     }
     blocks = _blocks(metrics, baseline_metrics, plots, confusions, calibration, meta)
+    blocks[2:2] = _training_blocks(training)
     return {
         "metrics": atomic_write_text(
             out / "metrics.json", json.dumps(record, ensure_ascii=False, indent=2, default=_json_default) + "\n"
@@ -450,94 +494,79 @@ def _model_name(meta: dict) -> str:
     return folder.parent.name if folder.name.startswith("model") and folder.parent.name else folder.name
 
 
-def _front_matter(metrics: dict, meta: dict, name: str) -> str:
+def card_data(metrics: dict, meta: dict, name: str):
+    """The card's metadata (huggingface_hub ModelCardData), with the test figures as its model-index."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     data_file = meta.get("data_file") or meta.get("train_file") or "govtopic data"
     dataset = {
-        "name": str(meta.get("dataset_name") or Path(str(data_file)).name),
-        "type": str(meta.get("dataset_type") or Path(str(data_file)).name.split(".")[0]),
-        "split": str(meta.get("split") or "test"),
+        "dataset_name": str(meta.get("dataset_name") or Path(str(data_file)).name),
+        "dataset_type": str(meta.get("dataset_type") or Path(str(data_file)).name.split(".")[0]),
+        "dataset_split": str(meta.get("split") or "test"),
     }
-    entries = []
-    for kind, key, label, average in _CARD_METRICS:
-        if metrics.get(key) is not None:
-            entry = {"type": kind, "value": round(float(metrics[key]), 4), "name": label}
-            entries.append({**entry, "args": {"average": average}} if average else entry)
-    card = {
-        "language": ["zh"],
-        "license": "apache-2.0",
-        "library_name": "transformers",
-        "pipeline_tag": "text-classification",
-        "tags": ["text-classification", "topic-classification", "chinese", "government-documents", "govtopic"],
-    }
-    if meta.get("base_model"):
-        card["base_model"] = str(meta["base_model"])
-    card["model-index"] = [
-        {
-            "name": name,
-            "results": [
-                {
-                    "task": {"type": "text-classification", "name": "Topic classification (主题分类)"},
-                    "dataset": dataset,
-                    "metrics": entries,
-                }
-            ],
-        }
+    results = [
+        EvalResult(
+            task_type="text-classification",
+            task_name="Topic classification (主题分类)",
+            metric_type=kind,
+            metric_value=round(float(metrics[key]), 4),
+            metric_name=label,
+            metric_args={"average": average} if average else None,
+            **dataset,
+        )
+        for kind, key, label, average in _CARD_METRICS
+        if metrics.get(key) is not None
     ]
-    return "---\n" + yaml.safe_dump(card, allow_unicode=True, sort_keys=False) + "---\n"
+    return ModelCardData(
+        language=["zh"],
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["text-classification", "topic-classification", "chinese", "government-documents", "govtopic"],
+        base_model=str(meta["base_model"]) if meta.get("base_model") else None,
+        model_name=name,
+        eval_results=results or None,
+    )
 
 
 def render_model_card(metrics: dict, baseline_metrics: dict | None, meta: dict) -> str:
-    """A Hugging Face model card (README.md) with YAML front-matter and the evaluation beside the baseline."""
+    """A Hugging Face model card (README.md): huggingface_hub's ModelCard from govtopic's template
+    (templates/model_card.md.j2), its metadata a ModelCardData whose model-index holds the test figures.
+
+    Args:
+        metrics: ``compute_metrics`` on the test split.
+        baseline_metrics: the baseline's figures on the same split, or None.
+        meta: the run's facts (model_dir, data_file, train_docs, ..., calibration, data_sha256, git_commit).
+
+    Example:
+        >>> card = render_model_card(metrics, None, {"model_dir": "runs/quickstart/model"})
+        >>> card.startswith("---")
+        True
+    """
+    from huggingface_hub import ModelCard
+
     name = _model_name(meta)
     training = [
-        [k.replace("_", " "), _fmt(meta[k])]
-        for k in ("data_file", "train_docs", "validation_docs", "test_docs", "classes", "train_seconds")
+        (k.replace("_", " "), _md_cell(_fmt(meta[k])))
+        for k in ("data_file", "train_docs", "validation_docs", "test_docs", "classes", "train_seconds", "selected")
         if meta.get(k) is not None
     ]
-    results = [[n, _fmt(_get(metrics, p)), _fmt(_get(baseline_metrics, p))] for n, p in _HEADLINE[:6]]
-    temperature = _get(meta, ("calibration", "temperature"))
-    blocks = [
-        ("h", 1, name),
-        ("h", 2, "Model description"),
-        (
-            "p",
-            "A Chinese BERT-style classifier that tags a government document with a topic from the two-level "
-            "主题分类 of the State Council policy library (22 first-level, 121 second-level classes). Labels "
-            "are written 一级\\二级 (or 一级 alone); the first level is read off the full label. Long documents "
-            f"are split by the '{meta.get('long_doc', 'chunks')}' strategy and the windows' logits pooled.",
-        ),
-        ("h", 2, "Intended use"),
-        (
-            "p",
-            "Suggesting a topic for Chinese government documents (laws, regulations, rules, notices) in "
-            "archives and portals, with a person checking low-confidence cases. Not for decisions about people.",
-        ),
-        ("h", 2, "Training data"),
-        ("table", ["training", "value"], training or [["data", "not recorded"]]),
-        ("h", 2, "Evaluation results"),
-        (
-            "p",
-            f"On {metrics.get('n')} held-out documents"
-            + (
-                f"; the baseline is {baseline_metrics.get('name', 'a TF-IDF + linear model')} trained on the "
-                "same split."
-                if baseline_metrics
-                else "."
-            )
-            + (f" Probabilities use temperature {temperature:.3f}." if temperature else ""),
-        ),
-        _table(["metric", "this model", "baseline"], results, baseline_metrics is not None),
-        ("h", 2, "Limitations"),
-        ("ul", [[x] for x in _LIMITATIONS]),
-        ("h", 2, "How to use"),
-    ]
-    usage = (
-        "```python\nfrom govtopic import predict\n\n"
-        f'result = predict("关于加强城市规划管理的通知……", model="{name}")\n'
-        'print(result["label"], result["label_l1"], result["score"])\n```\n\n'
-        "With transformers alone (one window of 512 tokens, no long-document pooling):\n\n"
-        "```python\nfrom transformers import pipeline\n\n"
-        f'classifier = pipeline("text-classification", model="{name}")\n'
-        'print(classifier("关于加强城市规划管理的通知……", top_k=3, truncation=True))\n```\n'
+    provenance = [("govtopic version", meta["version"])] if meta.get("version") else []
+    provenance += [(f"sha256 of {k}", f"`{v}`") for k, v in (meta.get("data_sha256") or {}).items()]
+    if meta.get("git_commit"):
+        provenance.append(("git commit", f"`{meta['git_commit']}`"))
+    template = Path(__file__).parent / "templates" / "model_card.md.j2"
+    card = ModelCard.from_template(
+        card_data(metrics, meta, name),
+        template_path=str(template),
+        name=name,
+        long_doc=meta.get("long_doc", "chunks"),
+        training=training or [("data", "not recorded")],
+        n=metrics.get("n"),
+        baseline_name=(baseline_metrics.get("name") or "a TF-IDF + linear model") if baseline_metrics else None,
+        temperature=_get(meta, ("calibration", "temperature")),
+        results=[(n, _fmt(_get(metrics, p)), _fmt(_get(baseline_metrics, p))) for n, p in _HEADLINE[:6]],
+        provenance=provenance,
+        limitations=_LIMITATIONS,
     )
-    return _front_matter(metrics, meta, name) + "\n" + _to_markdown(blocks, Path(".")) + "\n" + usage
+    return str(card)

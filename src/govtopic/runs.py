@@ -47,6 +47,7 @@ IGNORED = (
     "train.save_steps",
     "train.save_total_limit",
     "train.dataloader_num_workers",
+    "train.report_to",
     # Calibration and reports are redone from the final checkpoint by every run; pre-training is another command.
     "eval.",
     "pretrain.",
@@ -126,6 +127,44 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
     for path, file in files.items():
         settings[path] = f"sha256:{_sha256(file)}"
     return settings
+
+
+def data_hashes(cfg: Config) -> dict[str, str]:
+    """The sha256 of every data file the config names, by its dotted setting (as the run marker keeps them).
+
+    Example:
+        >>> data_hashes(load_config("configs/quickstart.yaml"))
+        {'data.train_file': '3f5c...', 'data.taxonomy': '9a01...', 'data.label_map': 'c2d4...'}
+    """
+    return {path: _sha256(file) for path, file in data_files(cfg).items()}
+
+
+def git_commit(folder: str | Path | None = None) -> str | None:
+    """The commit checked out in ``folder`` (default: the working directory), with ``-dirty`` when tracked
+    files have changes; None outside a git checkout or without git.
+
+    Example:
+        >>> git_commit()
+        '1c9e2f0a7b...'
+    """
+    import subprocess
+
+    where = Path(folder or Path.cwd())
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if head and status else head or None
 
 
 def _flatten(values: Any, prefix: str) -> dict[str, Any]:

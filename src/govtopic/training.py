@@ -1,21 +1,28 @@
 """Fine-tuning with the transformers Trainer, from a validated Config to a complete model folder.
 
 A run folder holds ``checkpoints/`` (for resuming), ``model/`` (the finished model, written atomically:
-it only appears once it is complete) and ``eval/`` (the reports on the test split).
+it only appears once it is complete), ``eval/`` (the reports on the test split) and ``training/`` (the learning
+curves: training loss and validation figures by step, as JSON and PNG).
+
+With a validation split the model is scored during training (govtopic.validation) and the checkpoint with the
+best ``train.best_metric`` becomes the model; ``train.early_stopping_patience`` stops a run that stopped
+improving.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
 
 from govtopic import __version__, runs
-from govtopic.config import Config
+from govtopic.config import Config, ConfigError
 from govtopic.data import LabelledData, load_labelled
 from govtopic.fsutil import replace_dir
-from govtopic.losses import MixedDepthLoss
+from govtopic.losses import MixedDepthLoss, balanced_sample_weights, balanced_weights
 from govtopic.modeling import autocast_dtype, build_for_training, default_device, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -26,7 +33,8 @@ CONFIG_NAME = "govtopic_config.yaml"
 def window_dataset(tokenizer, split, label_names: list[str], cfg: Config, scheme=None):
     """(datasets.Dataset of training windows, TargetTable): every window of a document (its title window
     too, under ``long_doc.title: window``) carries the document's target: its label, or all classes of its
-    level for a first-level-only label, with its source's weight."""
+    level for a first-level-only label, with its source's weight (times its class's weight under
+    ``train.class_weights: balanced``)."""
     from datasets import Dataset
 
     from govtopic.labels import LabelScheme
@@ -35,12 +43,19 @@ def window_dataset(tokenizer, split, label_names: list[str], cfg: Config, scheme
 
     scheme = scheme or LabelScheme()
     table = TargetTable(len(label_names))
-    targets = []
-    for label, weight in zip(split.labels, split.weights):
+    allowed_sets = []
+    for label in split.labels:
         allowed = scheme.targets(label, label_names)
         if not allowed:
             raise ValueError(f"label {label!r} is not among the model's classes; this is a bug in the label set")
-        targets.append(table.index(allowed, weight))
+        allowed_sets.append(tuple(sorted(allowed)))
+    class_weight = [1.0] * len(allowed_sets)
+    if cfg.train.class_weights == "balanced":
+        class_weight = balanced_weights(allowed_sets)
+    targets = [
+        table.index(list(allowed), weight * cw)
+        for allowed, weight, cw in zip(allowed_sets, split.weights, class_weight)
+    ]
     windows, _ = encode_documents(
         tokenizer, split.texts, split.titles, cfg.long_doc, max_windows=cfg.long_doc.train_max_windows
     )
@@ -51,13 +66,28 @@ def window_dataset(tokenizer, split, label_names: list[str], cfg: Config, scheme
     return dataset, table
 
 
-def training_arguments(cfg: Config, checkpoint_dir: Path):
+def training_arguments(cfg: Config, checkpoint_dir: Path, eval_every: int | None = None):
+    """The Trainer's arguments for ``cfg``. With ``eval_every`` (steps) the validation split is scored and a
+    checkpoint written at every evaluation, and the best one (``train.best_metric``) is loaded at the end."""
     from transformers import TrainingArguments
+
+    from govtopic.validation import METRICS
 
     tr = cfg.train
     device = default_device()
     dtype = autocast_dtype(device, tr.precision)
-    save_steps = tr.save_steps or None
+    save_steps = eval_every or tr.save_steps or None
+    validation = (
+        {
+            "eval_strategy": "steps",
+            "eval_steps": eval_every,
+            "load_best_model_at_end": True,
+            "metric_for_best_model": f"eval_{tr.best_metric}",
+            "greater_is_better": METRICS[tr.best_metric],
+        }
+        if eval_every
+        else {"eval_strategy": "no"}
+    )
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=tr.epochs,
@@ -79,7 +109,7 @@ def training_arguments(cfg: Config, checkpoint_dir: Path):
         save_strategy="steps" if save_steps else "epoch",
         save_steps=save_steps or 500,
         save_total_limit=tr.save_total_limit,
-        eval_strategy="no",
+        **validation,
         # Label smoothing is applied by govtopic.losses (the loss of rows of either depth).
         label_smoothing_factor=0.0,
         dataloader_num_workers=tr.dataloader_num_workers,
@@ -116,8 +146,11 @@ def _title_column(cfg: Config) -> str | None:
     return next((c for c in columns if c), None)
 
 
-def save_model_folder(model, tokenizer, cfg: Config, folder: Path, temperature: float = 1.0, scheme=None) -> None:
-    """Weights (safetensors), tokenizer, id2label and the govtopic settings the predictor needs."""
+def save_model_folder(
+    model, tokenizer, cfg: Config, folder: Path, temperature: float = 1.0, scheme=None, provenance: dict | None = None
+) -> None:
+    """Weights (safetensors), tokenizer, id2label and the govtopic settings the predictor needs, with
+    ``provenance`` (``data_sha256``, ``git_commit``: see govtopic.record.ModelRecord) when given."""
     model.config.govtopic = {
         "version": __version__,
         "long_doc": _asdict(cfg.long_doc),
@@ -127,6 +160,7 @@ def save_model_folder(model, tokenizer, cfg: Config, folder: Path, temperature: 
         # govtopic predict reads this column of a table as the title, by the rule in long_doc.title.
         "title_column": _title_column(cfg),
         "label_scheme": scheme.to_dict() if scheme is not None else None,
+        **(provenance or {}),
     }
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
@@ -140,8 +174,18 @@ def _asdict(obj) -> dict:
 
 
 def train(cfg: Config) -> Path:
-    """Train, calibrate, evaluate and save; returns the finished model folder."""
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    """Train, calibrate, evaluate and save; returns the finished model folder.
+
+    Args:
+        cfg: a validated Config (``govtopic.load_config``).
+
+    Example:
+        >>> model_dir = train(load_config("configs/quickstart.yaml"))
+    """
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, set_seed
+
+    from govtopic.tracking import Tracker, make_callback
+    from govtopic.validation import make_trainer_class
 
     started = time.time()
     set_seed(cfg.train.seed)
@@ -161,14 +205,46 @@ def train(cfg: Config) -> Path:
     model.accepts_loss_kwargs = False
     train_set, targets = window_dataset(tokenizer, data.train, data.label_names, cfg, data.scheme)
     logger.info("%d training windows from %d documents (%s)", len(train_set), len(data.train), cfg.long_doc.strategy)
-    trainer = Trainer(
+    scorer, eval_every = _validation_plan(cfg, data, tokenizer, len(train_set))
+    if eval_every:
+        args = training_arguments(cfg, checkpoint_dir, eval_every)
+    callbacks = []
+    if eval_every and cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    provenance = _provenance(cfg)
+    tracker = Tracker(cfg.train.report_to if args.process_index == 0 else [], run_dir, run_dir.name)
+    if tracker.names:
+        rows = {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)}
+        tracker.start(cfg.to_dict(), provenance["data_sha256"], rows)
+        callbacks.append(make_callback(tracker))
+    sample_weights = None
+    if cfg.train.sampler == "balanced":
+        sample_weights = balanced_sample_weights([tuple(targets.masks[i]) for i in train_set["labels"]])
+    trainer = make_trainer_class()(
         model=model,
         args=args,
         train_dataset=train_set,
+        # Never read: evaluation is the scorer's (documents, not windows); the Trainer only wants one set.
+        eval_dataset=train_set.select([0]) if scorer is not None else None,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_loss_func=MixedDepthLoss(targets, cfg.train.label_smoothing),
+        callbacks=callbacks,
+        scorer=scorer,
+        sample_weights=sample_weights,
     )
+    _run(trainer, cfg, checkpoint_dir)
+    if not trainer.is_world_process_zero():
+        return run_dir / "model"
+    training = _write_curves(trainer, cfg, run_dir)
+    model_dir = finish(
+        trainer.model, tokenizer, cfg, data, run_dir, time.time() - started, provenance=provenance, training=training
+    )
+    tracker.finish(_test_figures(run_dir), trainer.state.global_step)
+    return model_dir
+
+
+def _run(trainer, cfg: Config, checkpoint_dir: Path) -> None:
     resume = last_checkpoint(checkpoint_dir) if cfg.train.resume else None
     if resume:
         logger.info("resuming from %s", resume)
@@ -181,10 +257,84 @@ def train(cfg: Config) -> Path:
                 f"Delete {checkpoint_dir} (or choose another output_dir), or set train.resume=false."
             ) from err
         raise
-    if not trainer.is_world_process_zero():
-        return run_dir / "model"
-    model_dir = finish(trainer.model, tokenizer, cfg, data, run_dir, time.time() - started)
-    return model_dir
+
+
+def _validation_plan(cfg: Config, data: LabelledData, tokenizer, n_windows: int):
+    """(ValidationScorer or None, evaluation interval in steps or None). Raises ConfigError when early stopping
+    could never trigger on this data."""
+    from govtopic.validation import ValidationScorer, patience_problem, planned_evaluations
+
+    tr = cfg.train
+    if not tr.validate:
+        return None, None
+    if not len(data.validation):
+        logger.warning("no validation rows: the model is the last step's weights (no best checkpoint)")
+        if tr.early_stopping_patience:
+            raise ConfigError(
+                [
+                    "train.early_stopping_patience: the data has no validation rows to stop on; set "
+                    "data.validation_from_train above 0 or train.early_stopping_patience=null"
+                ]
+            )
+        return None, None
+    per_step = tr.batch_size * tr.gradient_accumulation_steps * _world_size()
+    steps_per_epoch = max(1, math.ceil(n_windows / per_step))
+    planned = planned_evaluations(cfg, steps_per_epoch)
+    if tr.early_stopping_patience and planned is not None and tr.early_stopping_patience >= planned:
+        raise ConfigError([patience_problem(tr.early_stopping_patience, planned)])
+    every = tr.eval_steps or tr.save_steps or steps_per_epoch
+    scorer = ValidationScorer(tokenizer, data.validation, data.label_names, cfg.long_doc, tr.eval_batch_size)
+    logger.info("validation: %d documents scored every %d steps (best by %s)", len(scorer), every, tr.best_metric)
+    return scorer, every
+
+
+def _provenance(cfg: Config) -> dict:
+    return {"data_sha256": runs.data_hashes(cfg), "git_commit": runs.git_commit()}
+
+
+def _write_curves(trainer, cfg: Config, run_dir: Path) -> dict:
+    """Learning curves (training/learning_curves.json and .png) and how the model was chosen."""
+    from govtopic.plots import plot_learning_curves
+    from govtopic.validation import learning_curves
+
+    state = trainer.state
+    curves = learning_curves(state.log_history)
+    out = run_dir / "training"
+    out.mkdir(parents=True, exist_ok=True)
+    best = state.best_model_checkpoint
+    info = {
+        "best_metric": cfg.train.best_metric if curves["validation"] else None,
+        "best_value": state.best_metric if curves["validation"] else None,
+        "best_checkpoint": Path(best).name if best else None,
+        "best_step": state.best_global_step if curves["validation"] else None,
+        "steps": state.global_step,
+        "planned_steps": state.max_steps,
+        "stopped_early": bool(curves["validation"]) and state.global_step < state.max_steps,
+        "curves": curves,
+    }
+    (out / "learning_curves.json").write_text(json.dumps(info, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    if curves["loss"] or curves["validation"]:
+        info["plot"] = str(plot_learning_curves(curves, cfg.train.best_metric, out / "learning_curves.png"))
+    if info["best_checkpoint"]:
+        logger.info(
+            "best %s %.4f at step %s: the model is %s%s",
+            cfg.train.best_metric,
+            info["best_value"],
+            info["best_step"],
+            info["best_checkpoint"],
+            f" (stopped early at step {state.global_step} of {state.max_steps})" if info["stopped_early"] else "",
+        )
+    return info
+
+
+def _test_figures(run_dir: Path) -> dict[str, float]:
+    from govtopic.validation import scalar_metrics
+
+    path = run_dir / "eval" / "metrics.json"
+    if not path.is_file():
+        return {}
+    metrics = json.loads(path.read_text(encoding="utf-8")).get("metrics") or {}
+    return {f"test_{k}": v for k, v in scalar_metrics(metrics).items()}
 
 
 def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> dict:
@@ -213,15 +363,25 @@ def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> dict:
     return {"weight": weight, "validation_l1_accuracy_by_weight": tried}
 
 
-def finish(model, tokenizer, cfg: Config, data: LabelledData, run_dir: Path, train_seconds: float) -> Path:
-    """Write the model folder to a temporary place, calibrate and evaluate it there, then move it in place."""
+def finish(
+    model,
+    tokenizer,
+    cfg: Config,
+    data: LabelledData,
+    run_dir: Path,
+    train_seconds: float,
+    provenance: dict | None = None,
+    training: dict | None = None,
+) -> Path:
+    """Write the model folder to a temporary place, calibrate and evaluate it there, then move it in place.
+    ``training`` (learning curves and the chosen checkpoint) goes into the evaluation report."""
     from govtopic.evaluation import calibrate_folder, evaluate_split
 
     staging = run_dir / "model.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     model = model.to("cpu") if default_device().type == "cpu" else model
-    save_model_folder(model, tokenizer, cfg, staging, scheme=data.scheme)
+    save_model_folder(model, tokenizer, cfg, staging, scheme=data.scheme, provenance=provenance)
     meta = {
         "final_model_dir": str(run_dir / "model"),
         "train_seconds": round(train_seconds, 1),
@@ -232,13 +392,27 @@ def finish(model, tokenizer, cfg: Config, data: LabelledData, run_dir: Path, tra
         "skipped_rows": data.skipped,
         "data_file": cfg.data.train_file,
     }
+    meta.update({"version": __version__, **(provenance or {})})
+    if training and training.get("best_checkpoint"):
+        meta["selected"] = (
+            f"{training['best_checkpoint']} (best validation {training['best_metric']} {training['best_value']:.4f}"
+            f" at step {training['best_step']} of {training['steps']}"
+            + (", stopped early)" if training.get("stopped_early") else ")")
+        )
     if cfg.model.ngram_channel:
         meta["ngram_channel"] = fit_ngram_channel(staging, data, cfg)
     if cfg.eval.calibrate and len(data.validation) >= 2:
         meta["calibration"] = calibrate_folder(staging, data.validation, cfg)
     if cfg.train.evaluate_after and len(data.test):
         evaluate_split(
-            staging, data.test, run_dir / "eval", cfg, train_split=data.train, meta=meta, model_card_dir=staging
+            staging,
+            data.test,
+            run_dir / "eval",
+            cfg,
+            train_split=data.train,
+            meta=meta,
+            model_card_dir=staging,
+            training=training,
         )
     model_dir = run_dir / "model"
     replace_dir(staging, model_dir)

@@ -1,0 +1,229 @@
+"""Scoring the validation split during training, the way a finished model is scored.
+
+At every evaluation the live model reads each validation document as ``TopicClassifier`` does: the same
+windows and title rule (``govtopic.titles.encode_documents``), window logits pooled per document
+(``govtopic.titles.pool``), then ``govtopic.metrics.compute_metrics`` at both taxonomy levels. The Trainer
+keeps the checkpoint with the best ``train.best_metric`` and stops early after
+``train.early_stopping_patience`` evaluations without a better one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+# Validation figures a run can be selected on, and whether larger is better. Each is a number that
+# govtopic.metrics.compute_metrics returns (first-level ones also under its "l1" part).
+METRICS: dict[str, bool] = {
+    "l1_accuracy": True,
+    "l1_macro_f1": True,
+    "l1_micro_f1": True,
+    "l1_weighted_f1": True,
+    "accuracy": True,
+    "macro_f1": True,
+    "micro_f1": True,
+    "weighted_f1": True,
+    "ece": False,
+    "level_disagreement": False,
+}
+
+
+def check_validation(cfg, problems: list[str]) -> None:
+    """Config checks for validation and early stopping, appended to ``problems`` (config.py's style)."""
+    import difflib
+
+    tr = cfg.train
+    if tr.best_metric not in METRICS:
+        hint = difflib.get_close_matches(str(tr.best_metric), list(METRICS), n=1)
+        extra = f"did you mean {hint[0]!r}? " if hint else ""
+        problems.append(
+            f"train.best_metric: unknown validation metric {tr.best_metric!r}; {extra}expected one of "
+            + ", ".join(METRICS)
+        )
+    if tr.eval_steps < 0:
+        problems.append(f"train.eval_steps: must be 0 (once per epoch) or more, got {tr.eval_steps}")
+    patience = tr.early_stopping_patience
+    if patience is None:
+        return
+    if patience < 1:
+        problems.append(f"train.early_stopping_patience: must be at least 1 (or null for off), got {patience}")
+    elif not tr.validate:
+        problems.append(
+            "train.early_stopping_patience: needs validation during training; set train.validate=true or "
+            "train.early_stopping_patience=null"
+        )
+    else:
+        planned = planned_evaluations(cfg)
+        if planned is not None and patience >= planned:
+            problems.append(patience_problem(patience, planned))
+
+
+def planned_evaluations(cfg, steps_per_epoch: int | None = None) -> int | None:
+    """How many evaluations a run makes (None when that depends on the data and ``steps_per_epoch`` is not
+    given)."""
+    tr = cfg.train
+    every = tr.eval_steps or tr.save_steps
+    if tr.max_steps is not None:
+        if every:
+            return math.ceil(tr.max_steps / every)
+        if steps_per_epoch is None:
+            return None
+        return max(1, math.ceil(tr.max_steps / steps_per_epoch))
+    if not every:
+        return math.ceil(tr.epochs)
+    if steps_per_epoch is None:
+        return None
+    return math.ceil(math.ceil(tr.epochs * steps_per_epoch) / every)
+
+
+def patience_problem(patience: int, planned: int) -> str:
+    return (
+        f"train.early_stopping_patience: {patience} evaluations without improvement can never stop a run that "
+        f"evaluates {planned} time(s); lower it below {planned}, evaluate more often (train.eval_steps), or set "
+        "it to null"
+    )
+
+
+def scalar_metrics(metrics: dict) -> dict[str, float]:
+    """The figures of ``compute_metrics`` that METRICS names (those that are not None), as plain floats."""
+    l1 = metrics.get("l1") or {}
+    values = {
+        **{k: metrics.get(k) for k in METRICS if not k.startswith("l1_")},
+        "l1_accuracy": metrics.get("l1_accuracy"),
+        "l1_macro_f1": metrics.get("l1_macro_f1"),
+        "l1_micro_f1": l1.get("micro_f1"),
+        "l1_weighted_f1": l1.get("weighted_f1"),
+    }
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
+class ValidationScorer:
+    """Document-level validation figures of a live model; the documents are tokenized once.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        split: the validation ``govtopic.data.Split``.
+        labels: the model's label names in output order.
+        long_doc: the run's ``LongDocConfig`` (prediction windows: ``max_windows``, not ``train_max_windows``).
+        batch_size: windows per forward pass.
+
+    Example:
+        >>> scorer = ValidationScorer(tokenizer, data.validation, data.label_names, cfg.long_doc, 64)
+        >>> scorer(model)["l1_macro_f1"]
+        0.81
+    """
+
+    def __init__(self, tokenizer, split, labels: list[str], long_doc, batch_size: int):
+        from govtopic.titles import encode_documents
+
+        self.split, self.labels, self.long_doc, self.batch_size = split, list(labels), long_doc, batch_size
+        self.pad = tokenizer.pad_token_id or 0
+        self.windows, self.is_title = encode_documents(tokenizer, split.texts, split.titles, long_doc)
+        counts = np.bincount(self.windows.doc_index, minlength=len(split))
+        self.bounds = np.concatenate([[0], np.cumsum(counts)])
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    @torch.inference_mode()
+    def window_logits(self, model) -> np.ndarray:
+        """Logits of every window, batched longest first and padded per batch (as prediction does)."""
+        ids_list = self.windows.input_ids
+        order = np.argsort([-len(ids) for ids in ids_list], kind="stable")
+        out = np.zeros((len(ids_list), len(self.labels)), dtype=np.float32)
+        device = next(model.parameters()).device
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b : b + self.batch_size]
+            longest = max(len(ids_list[i]) for i in idx)
+            ids = torch.full((len(idx), longest), self.pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), longest), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, : len(ids_list[i])] = torch.as_tensor(ids_list[i])
+                mask[row, : len(ids_list[i])] = 1
+            with autocast:
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out[idx] = logits.float().cpu().numpy()
+        return out
+
+    def document_logits(self, model) -> np.ndarray:
+        from govtopic.titles import pool
+
+        was_training = model.training
+        model.eval()
+        try:
+            logits = self.window_logits(model)
+        finally:
+            model.train(was_training)
+        pooled = np.zeros((len(self.split), len(self.labels)), dtype=np.float32)
+        for d in range(len(self.split)):
+            rows = slice(self.bounds[d], self.bounds[d + 1])
+            pooled[d] = pool(logits[rows], self.is_title[rows], self.long_doc)
+        return pooled
+
+    def __call__(self, model) -> dict[str, float]:
+        from govtopic.calibration import softmax
+        from govtopic.metrics import compute_metrics
+
+        probs = softmax(self.document_logits(model))
+        return scalar_metrics(compute_metrics(self.split.labels, probs, self.labels, top_k=(1,)))
+
+
+def make_trainer_class():
+    """A transformers Trainer whose ``evaluate`` is the document-level ValidationScorer and whose training
+    sampler can draw classes evenly (``sample_weights``). Built lazily: importing transformers is slow."""
+    from transformers import Trainer
+
+    class GovtopicTrainer(Trainer):
+        def __init__(self, *args, scorer: ValidationScorer | None = None, sample_weights=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.scorer = scorer
+            self.sample_weights = sample_weights
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+            if self.scorer is None:
+                return {}
+            figures = self.scorer(self.model)
+            best = self.args.metric_for_best_model
+            if best and best.removeprefix("eval_") not in figures:
+                raise ValueError(
+                    f"train.best_metric: {best.removeprefix('eval_')!r} has no value on this validation split "
+                    f"(it has only {', '.join(sorted(figures))}; full-label figures need full gold labels). Set "
+                    "train.best_metric=l1_macro_f1."
+                )
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in figures.items()}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.sample_weights is None:
+                return super()._get_train_sampler(train_dataset)
+            generator = torch.Generator().manual_seed(self.args.seed)
+            weights = torch.as_tensor(self.sample_weights, dtype=torch.double)
+            return torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
+
+    return GovtopicTrainer
+
+
+def learning_curves(log_history: list[dict]) -> dict[str, list[dict]]:
+    """The Trainer's log as two series: training loss by step and the validation figures by evaluation.
+
+    Example:
+        >>> learning_curves([{"step": 2, "loss": 1.3}, {"step": 4, "eval_l1_macro_f1": 0.4, "epoch": 1.0}])
+        {'loss': [{'step': 2, 'loss': 1.3}], 'validation': [{'step': 4, 'epoch': 1.0, 'l1_macro_f1': 0.4}]}
+    """
+    loss, validation = [], []
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            loss.append({"step": entry["step"], "loss": entry["loss"]})
+        figures = {k[5:]: v for k, v in entry.items() if k.startswith("eval_") and k[5:] in METRICS}
+        if figures:
+            validation.append({"step": entry.get("step"), "epoch": entry.get("epoch"), **figures})
+    return {"loss": loss, "validation": validation}
