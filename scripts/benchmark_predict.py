@@ -1,11 +1,23 @@
-"""Benchmark govtopic.predict against transformers.pipeline on the same model and documents.
+"""Benchmark govtopic.predict against transformers.pipeline and against the FLOP bound, on the same documents.
 
-    python scripts/benchmark_predict.py --model runs/quickstart/model --docs 500
+    python scripts/benchmark_predict.py --model runs/quickstart/model --docs 300
+    python scripts/benchmark_predict.py --model runs/quickstart/model --data ../shared/data/regulations.jsonl.gz
 
-Both read the same raw documents from the regulations test split, with the same batch size and the same
-truncation (govtopic's ``head`` strategy at the pipeline's ``max_length``). Each measurement runs in its own
-process so its peak memory is its own. Then the cost per document of the ``chunks`` strategy as documents
-get longer, and dynamic int8 quantisation against fp32 (speed and agreement).
+Every row reads the same raw bodies (the test split of ``--data``, default the bundled regulations sample) with
+the same batch size, each in its own process (so its peak memory is its own) with ``--threads`` torch threads:
+
+- ``transformers.pipeline`` truncating at the model's window length, and govtopic's ``head`` (the same
+  truncation, after govtopic's normalisation);
+- govtopic's ``chunks`` over whole documents;
+- the same two govtopic rows with the model's own ``transformers`` forward instead of govtopic's lean one
+  (govtopic/forward.py), to show what it buys; their scores must agree;
+- optionally (``--int8``) dynamic int8 quantisation, which changes some labels.
+
+The FLOP bound is computed from the model's config: a full window of L tokens costs, per layer,
+2·L·(4·h² + 2·h·i) for the matrix products plus 4·L²·h for attention (h hidden size, i intermediate size),
+and the bound is the peak rate (``--peak-gflops`` per thread, 78 measured for fp32 on this project's CPUs)
+over the windows each row reads. The lean forward skips work the classifier never reads, so a row can pass
+100% of this bound.
 """
 
 from __future__ import annotations
@@ -14,50 +26,68 @@ import argparse
 import gzip
 import json
 import multiprocessing as mp
-import os
 import resource
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [ROOT.parent / "shared" / "data" / "regulations.jsonl.gz", ROOT / "data" / "regulations_sample.jsonl.gz"]
+SAMPLE = ROOT / "data" / "regulations_sample.jsonl.gz"
+# fp32 GFLOP/s of one core here (FMA, 8 floats wide, ~2.4 GHz); two threads give ~156.
+PEAK_PER_THREAD = 78.0
 
 
-def load_docs(n: int) -> tuple[list[str], list[str], str]:
-    """Labelled test-split bodies and their gold labels."""
-    source = next(p for p in SOURCES if p.is_file())
-    with gzip.open(source, "rt", encoding="utf-8") as fh:
+def load_docs(path: Path, n: int) -> tuple[list[str], list[str]]:
+    """The first ``n`` labelled test-split bodies of a JSONL(.gz) file, and their gold labels."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh]
-    rows = [r for r in rows if r["split"] == "test" and r["label"]][:n]
-    return [r["text"] for r in rows], [r["label"] for r in rows], str(source)
+    rows = [r for r in rows if r.get("split") == "test" and r.get("label") and r.get("text")][:n]
+    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
-def accuracy(labels: list, gold: list[str]) -> str:
-    """Full-label and first-level accuracy against the gold labels."""
-    full = sum(a == g for a, g in zip(labels, gold)) / len(gold)
-    first = sum(a is not None and a.split("\\")[0] == g.split("\\")[0] for a, g in zip(labels, gold)) / len(gold)
-    return f"accuracy {full:.3f} (first level {first:.3f})"
+def window_flops(config, length: int) -> float:
+    """FLOPs of one window of ``length`` tokens through every encoder layer of ``config``."""
+    h, i = config.hidden_size, config.intermediate_size
+    per_layer = 2 * length * (4 * h * h + 2 * h * i) + 4 * length * length * h
+    return float(config.num_hidden_layers * per_layer)
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _run_govtopic(model, docs, batch_size, max_length, strategy, quantize, queue):
-    import dataclasses
+def _run_govtopic(model, docs, batch_size, threads, strategy, variant, queue):
+    import torch
 
+    torch.set_num_threads(threads)
     from govtopic import TopicClassifier
+    from govtopic import forward
 
-    clf = TopicClassifier(model, device="cpu", quantize=quantize)
-    clf.long_doc = dataclasses.replace(clf.long_doc, max_length=max_length)
+    clf = TopicClassifier(model, device="cpu", quantize=variant == "int8")
+    if variant == "transformers":
+        forward._LEAN[clf.model] = None  # the model's own forward, as before govtopic.forward
     clf.predict(docs[:8], batch_size=batch_size, long_doc=strategy)  # warm-up
     start = time.perf_counter()
-    out = clf.predict(docs, batch_size=batch_size, long_doc=strategy)
+    out = clf.predict(docs, batch_size=batch_size, long_doc=strategy, top_k=len(clf.labels))
     seconds = time.perf_counter() - start
-    queue.put({"seconds": seconds, "labels": [r["label"] for r in out], "peak_mb": _peak_mb()})
+    scores = [{a["label"]: a["score"] for a in r["top_k"]} if r["label"] else {} for r in out]
+    queue.put(
+        {
+            "seconds": seconds,
+            "labels": [r["label"] for r in out],
+            "scores": scores,
+            "windows": float(np.mean([r["windows"] for r in out])),
+            "peak_mb": _peak_mb(),
+        }
+    )
 
 
-def _run_pipeline(model, docs, batch_size, max_length, queue):
+def _run_pipeline(model, docs, batch_size, threads, max_length, queue):
+    import torch
+
+    torch.set_num_threads(threads)
     from transformers import pipeline
 
     pipe = pipeline("text-classification", model=model, device="cpu")
@@ -65,7 +95,7 @@ def _run_pipeline(model, docs, batch_size, max_length, queue):
     start = time.perf_counter()
     out = pipe(docs, batch_size=batch_size, truncation=True, max_length=max_length)
     seconds = time.perf_counter() - start
-    queue.put({"seconds": seconds, "labels": [r["label"] for r in out], "peak_mb": _peak_mb()})
+    queue.put({"seconds": seconds, "labels": [r["label"] for r in out], "windows": 1.0, "peak_mb": _peak_mb()})
 
 
 def measure(target, *args) -> dict:
@@ -83,59 +113,80 @@ def agreement(a: list, b: list) -> float:
     return sum(x == y for x, y in zip(a, b)) / max(len(a), 1)
 
 
-def length_scaling(model: str, docs: list[str], batch_size: int, lengths: list[int]) -> None:
-    from govtopic import TopicClassifier
+def max_score_diff(a: list[dict], b: list[dict]) -> float:
+    return max((abs(x[k] - y.get(k, 0.0)) for x, y in zip(a, b) for k in x), default=0.0)
 
-    clf = TopicClassifier(model, device="cpu")
-    text = "".join(docs)
-    print("\nchunks strategy, cost per document as documents get longer (16 documents each)")
-    print(f"{'chars':>8} {'windows':>8} {'ms/doc':>9} {'ms per 1k chars':>16}")
-    clf.predict(docs[:16], batch_size=batch_size, long_doc="chunks")  # warm-up: first-call set-up is not cost
-    for n in lengths:
-        batch = [text[i * 997 % max(1, len(text) - n) :][:n] for i in range(16)]
-        start = time.perf_counter()
-        out = clf.predict(batch, batch_size=batch_size, long_doc="chunks")
-        ms = (time.perf_counter() - start) * 1000 / len(batch)
-        print(f"{n:>8} {out[0]['windows']:>8} {ms:>9.1f} {ms / (n / 1000):>16.2f}")
+
+def accuracy(labels: list, gold: list[str]) -> str:
+    """Full-label and first-level accuracy against the gold labels."""
+    full = sum(a == g for a, g in zip(labels, gold)) / len(gold)
+    first = sum(a is not None and a.split("\\")[0] == g.split("\\")[0] for a, g in zip(labels, gold)) / len(gold)
+    return f"{full:.3f} / {first:.3f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "runs" / "quickstart" / "model"))
-    parser.add_argument("--docs", type=int, default=500)
+    parser.add_argument("--data", type=Path, default=SAMPLE, help="JSONL(.gz) with text, label and split columns")
+    parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--lengths", default="1000,2000,4000,8000,16000,32000")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads in every row")
+    parser.add_argument("--peak-gflops", type=float, default=None, help="default: 78 per thread")
+    parser.add_argument("--int8", action="store_true", help="add dynamic int8 quantisation (head)")
     args = parser.parse_args()
-    docs, gold, source = load_docs(args.docs)
-    chars = sum(map(len, docs))
+    from transformers import AutoConfig
+
+    from govtopic.record import ModelRecord
+
+    config = AutoConfig.from_pretrained(args.model)
+    max_length = ModelRecord.from_config(config, args.model).long_doc.max_length
+    docs, gold = load_docs(args.data, args.docs)
+    peak = args.peak_gflops or PEAK_PER_THREAD * args.threads
+    flops = window_flops(config, max_length)
     print(
-        f"model {args.model}; {len(docs)} documents from {source} (mean {chars / len(docs):.0f} characters); "
-        f"batch {args.batch_size}, max_length {args.max_length}, torch threads {os.cpu_count()}"
+        f"model {args.model}: {config.num_hidden_layers} layers x {config.hidden_size} hidden "
+        f"(intermediate {config.intermediate_size}), windows of {max_length} tokens = {flops / 1e6:.0f} MFLOP each"
     )
-    common = (args.model, docs, args.batch_size, args.max_length)
-    ours = measure(_run_govtopic, *common, "head", False)
-    pipe = measure(_run_pipeline, *common)
-    print(f"\n{'':<34} {'docs/s':>8} {'peak MB':>8}")
-    for name, r in (("transformers.pipeline (truncation)", pipe), ("govtopic.predict (head)", ours)):
-        print(f"{name:<34} {len(docs) / r['seconds']:>8.1f} {r['peak_mb']:>8.0f}")
     print(
-        f"speed-up: {pipe['seconds'] / ours['seconds']:.2f}x; same label on "
-        f"{agreement(ours['labels'], pipe['labels']):.1%} of documents"
+        f"{len(docs)} documents from {args.data} (mean {np.mean([len(d) for d in docs]):.0f} characters); batch "
+        f"{args.batch_size}; {args.threads} torch threads; bound {peak:.0f} GFLOP/s = "
+        f"{peak * 1e9 / flops:.0f} full windows/s"
     )
-    print(f"pipeline {accuracy(pipe['labels'], gold)}; govtopic head {accuracy(ours['labels'], gold)}")
-    chunks = measure(_run_govtopic, *common, "chunks", False)
+    common = (args.model, docs, args.batch_size, args.threads)
+    rows = {
+        "transformers.pipeline (truncation)": measure(_run_pipeline, *common, max_length),
+        "govtopic head": measure(_run_govtopic, *common, "head", "lean"),
+        "govtopic head, transformers forward": measure(_run_govtopic, *common, "head", "transformers"),
+        "govtopic chunks": measure(_run_govtopic, *common, "chunks", "lean"),
+        "govtopic chunks, transformers forward": measure(_run_govtopic, *common, "chunks", "transformers"),
+    }
+    if args.int8:
+        rows["govtopic head, int8"] = measure(_run_govtopic, *common, "head", "int8")
+    print(f"\n{'':<38} {'docs/s':>8} {'windows':>8} {'bound':>8} {'share':>7} {'peak MB':>8} {'acc full/l1':>12}")
+    for name, r in rows.items():
+        bound = peak * 1e9 / (flops * r["windows"])
+        rate = len(docs) / r["seconds"]
+        print(
+            f"{name:<38} {rate:>8.1f} {r['windows']:>8.2f} {bound:>8.1f} {rate / bound:>7.0%} "
+            f"{r['peak_mb']:>8.0f} {accuracy(r['labels'], gold):>12}"
+        )
+    pipe, head, chunks = (rows[k] for k in ("transformers.pipeline (truncation)", "govtopic head", "govtopic chunks"))
     print(
-        f"govtopic.predict (chunks, whole documents): {len(docs) / chunks['seconds']:.1f} docs/s, "
-        f"peak {chunks['peak_mb']:.0f} MB, {accuracy(chunks['labels'], gold)}"
+        f"\nhead vs pipeline: {pipe['seconds'] / head['seconds']:.2f}x, same label on "
+        f"{agreement(head['labels'], pipe['labels']):.1%}"
     )
-    int8 = measure(_run_govtopic, *common, "head", True)
-    print(
-        f"int8 dynamic quantisation (head): {len(docs) / int8['seconds']:.1f} docs/s vs fp32 "
-        f"{len(docs) / ours['seconds']:.1f}; same label as fp32 on {agreement(int8['labels'], ours['labels']):.1%}"
-    )
-    print(f"int8 {accuracy(int8['labels'], gold)}; fp32 {accuracy(ours['labels'], gold)}")
-    length_scaling(args.model, docs, args.batch_size, [int(x) for x in args.lengths.split(",")])
+    for strategy, lean in (("head", head), ("chunks", chunks)):
+        ref = rows[f"govtopic {strategy}, transformers forward"]
+        print(
+            f"{strategy}: lean forward {ref['seconds'] / lean['seconds']:.2f}x the transformers forward; same "
+            f"labels on {agreement(lean['labels'], ref['labels']):.1%}, largest score difference "
+            f"{max_score_diff(lean['scores'], ref['scores']):.1e}"
+        )
+    if args.int8:
+        print(
+            f"int8 head: same label as fp32 on {agreement(rows['govtopic head, int8']['labels'], head['labels']):.1%}"
+        )
+    print("(acc: accuracy against the gold labels, full label / first level)")
 
 
 if __name__ == "__main__":

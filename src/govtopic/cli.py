@@ -89,7 +89,69 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--trials", type=int, default=10, help="number of trials (default 10)")
     u.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     u.add_argument("--output", help="best config (default: OUTPUT_DIR/best.yaml)")
+    _add_review_parsers(sub)
     return p
+
+
+def _add_review_parsers(sub) -> None:
+    ct = sub.add_parser("calibrate-thresholds", help="per-class thresholds for a target precision (needs_review)")
+    ct.add_argument("model_dir")
+    ct.add_argument("data_file", nargs="?", help="labelled file (default: the model's own validation split)")
+    ct.add_argument("--precision", type=float, default=0.95, help="precision wanted without a person (default 0.95)")
+    ct.add_argument(
+        "--split",
+        default="validation",
+        choices=["train", "validation", "test", "all"],
+        help="rows of DATA_FILE to fit on when it has a split column (default validation)",
+    )
+    ct.add_argument("--margin", type=float, help="smallest gap between the top two classes (default: fitted)")
+    ct.add_argument("--min-docs", type=int, default=5, help="fewer predictions than this: always reviewed")
+    ct.add_argument("--output", help="also write the coverage report as JSON here")
+
+    rv = sub.add_parser("review", help="write the documents that need a person as a review queue (JSONL, Label Studio)")
+    rv.add_argument("model_dir", help="a model folder with thresholds (govtopic calibrate-thresholds)")
+    rv.add_argument("inputs", nargs="+", help=".txt files, folders of .txt, or .jsonl/.csv/.parquet tables")
+    rv.add_argument("--output", required=True, help="queue folder (queue.jsonl, label_studio_tasks.json, config)")
+    rv.add_argument("--text-column", default="text")
+    rv.add_argument("--title-column", help="title column of tables (default: the model's own; '' for none)")
+    rv.add_argument("--id-column", default="id")
+    rv.add_argument("--taxonomy", help="taxonomy YAML for the labelling config (default: the model's config)")
+    rv.add_argument("--batch-size", type=int, default=32)
+
+
+def _calibrate_thresholds(args) -> int:
+    from govtopic.fsutil import atomic_write_text
+    from govtopic.review import calibrate_thresholds, format_report
+
+    split = None if args.split == "all" else args.split
+    report = calibrate_thresholds(
+        args.model_dir, args.data_file, args.precision, split, margin=args.margin, min_docs=args.min_docs
+    )
+    print(format_report(report))
+    if args.output:
+        atomic_write_text(Path(args.output), json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        print(f"coverage report: {args.output}")
+    print(f"thresholds stored in {Path(args.model_dir) / 'config.json'} (govtopic.thresholds)")
+    return 0
+
+
+def _review(args) -> int:
+    from govtopic.labelstudio import write_review_queue
+
+    counts = write_review_queue(
+        args.model_dir,
+        args.inputs,
+        args.output,
+        text_column=args.text_column,
+        title_column=args.title_column,
+        id_column=args.id_column,
+        taxonomy=args.taxonomy,
+        batch_size=args.batch_size,
+    )
+    print(json.dumps({k: v for k, v in counts.items() if k != "files"}, ensure_ascii=False))
+    for name, path in counts["files"].items():
+        print(f"{name}: {path}")
+    return 0
 
 
 def _train(args) -> int:
@@ -305,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         "tune": _tune,
         "serve": _serve,
         "predict-ray": _predict_ray,
+        "calibrate-thresholds": _calibrate_thresholds,
+        "review": _review,
     }
     try:
         return handlers[args.command](args)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from govtopic import corrections
 from govtopic.config import DataConfig, SourceConfig
 from govtopic.labels import LabelError, LabelMap, LabelScheme, Taxonomy
 from govtopic.normalize import NormalizeConfig, normalize_many
@@ -192,7 +193,10 @@ def read_source(source: SourceConfig, cfg: DataConfig, skipped: dict) -> list[di
     A row may hold a title, a body or both: title-only and summary-only rows are documents too.
     """
     path = str(source.file)
-    rows = read_table(path)
+    rows = corrections.read_export(path) or read_table(path)  # a Label Studio export, else a table
+    corrected = corrections.as_corrections(rows, source, cfg, skipped, path)  # id + label rows (corrections.py)
+    if corrected is not None:
+        return corrected
     prefix = "data.sources[]" if cfg.sources else "data"
     columns = {
         "label_column": source.label_column,
@@ -308,8 +312,11 @@ def load_labelled(cfg: DataConfig, norm: NormalizeConfig | None, seed: int) -> L
     skipped: dict[str, int] = {}
     parts: dict[str, list[Split]] = {"train": [], "validation": [], "test": []}
     test = load_eval_file(cfg.test_file, cfg, norm, "test") if cfg.test_file else None
-    for source in sources:
-        rows = read_source(source, cfg, skipped)
+    # Corrections (govtopic/corrections.py) relabel earlier sources' documents with the same id: a later source wins.
+    read = corrections.apply_corrections([read_source(s, cfg, skipped) for s in sources], skipped)
+    for source, rows in zip(sources, read):
+        if not rows:  # every row of a correction source went to an earlier source's document
+            continue
         unlabelled = sum(r["_label"] is None for r in rows)
         if unlabelled:
             skipped["unlabelled"] = skipped.get("unlabelled", 0) + unlabelled

@@ -16,6 +16,7 @@ from govtopic.fsutil import atomic_write_text
 from govtopic.labels import SEP
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
 from govtopic.predict import TopicClassifier
+from govtopic.review import add_risk_coverage
 from govtopic.titles import prepend
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def evaluate_split(
     calibration = {"temperature": clf.temperature, "ece_before": ece[0], "ece_after": ece[1]}
     base, mixed = _baseline(train_split, cfg)
     baseline = _baseline_metrics(base, mixed, split, clf.labels, cfg)
+    add_risk_coverage(metrics, baseline, mixed, probs, split.labels, clf.labels)  # govtopic/review.py
     sources = per_source(split, probs, clf.labels, cfg)
     if sources:
         metrics["per_source"] = sources
@@ -205,6 +207,10 @@ def evaluate_split(
     if baseline is not None:
         baseline.pop("_probs")
     plots = _plots(out_dir, metrics, split.labels, probs, clf.labels, bins[0], bins[1], ece)
+    from govtopic.plots import plot_risk_coverage
+
+    rc_base = (baseline or {}).get("risk_coverage")
+    plots["risk_coverage"] = plot_risk_coverage(metrics["risk_coverage"], rc_base, out_dir / "risk_coverage.png")
     confusions = worst_confusions(split.labels, probs, clf.labels, split.titles)
     meta = dict(meta or {})
     # Training evaluates the staged folder; the report names the folder it is moved to.

@@ -135,6 +135,8 @@ REQUEST_SENTENCES: tuple[str, ...] = (
     "请为本文选择一个合适的主题。",
     "请为本文选择一个合适的主题",
 )
+# Words every request sentence contains (same in both scripts): a text without them skips the two searches.
+_REQUEST_HINT = "本文" if all("本文" in s for s in REQUEST_SENTENCES) else ""
 
 # The end of a document is scanned upwards until this many non-footer lines have been kept, or a long one.
 _TAIL_KEPT_LINES = 3
@@ -169,9 +171,12 @@ _TONED = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜńňǹḿ"
 # Syllables are split by a separator or after a tone digit, never by guessing, so a failed match cannot
 # backtrack through every way of cutting a long run of letters.
 _SYLLABLE = rf"[bcdfghjklmnpqrstwxyz]*[aeiouü{_TONED}][a-zü{_TONED}]*[1-5]?"
-_PINYIN_GROUP = rf"[(（] ?(?=[^)）\n]*[{_TONED}1-5]){_SYLLABLE}(?:(?:[ '’-]|(?<=[1-5])){_SYLLABLE}){{0,7}} ?[)）]"
-# Repeated groups ("據(jù)(jù)") go together, or the second would be found only on the next pass.
-_PINYIN = re.compile(rf"(?<=[{_HAN}])(?:{_PINYIN_GROUP})+")
+_PINYIN_INSIDE = rf" ?(?=[^)）\n]*[{_TONED}1-5]){_SYLLABLE}(?:(?:[ '’-]|(?<=[1-5])){_SYLLABLE}){{0,7}} ?[)）]"
+_PINYIN_GROUP = rf"[(（]{_PINYIN_INSIDE}"
+# Repeated groups ("據(jù)(jù)") go together, or the second would be found only on the next pass. The match
+# starts at the bracket, with the character before it checked behind: the same matches as a pattern opening
+# with that check, but the regex engine jumps from bracket to bracket instead of trying every position.
+_PINYIN = re.compile(rf"[(（](?<=[{_HAN}][(（]){_PINYIN_INSIDE}(?:{_PINYIN_GROUP})*")
 
 _PIPE_RUN = re.compile(r"\|(?:[^\S\n]*\|)+")
 # Characters trimmed from the ends of a table line: pipes and every kind of space (str.strip stays linear
@@ -184,7 +189,7 @@ _TIME = r"\d{1,2}:\d{2}(?::\d{2})?"
 _DATE_OR_TIME = rf"(?:{_DATE}(?:\s*{_TIME})?|{_TIME})"
 _DATE_LINE = re.compile(rf"\s*{_DATE_OR_TIME}\s*")
 _SPACES = re.compile(r"[^\S\n]+")
-_SPACE_AT_LINE_EDGE = re.compile(r" ?\n ?")
+_UPPER_LATIN = re.compile(r"[A-Z]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 _converters: dict[str, opencc.OpenCC] = {}
@@ -283,10 +288,13 @@ def _remove_controls(text: str) -> str:
 
 
 def _nfkc(text: str) -> str:
-    return unicodedata.normalize("NFKC", text)
+    # The quick check is far cheaper than normalising, and most text (every second pass) is already NFKC.
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
 
 
 def _strip_pinyin(text: str) -> str:
+    if "(" not in text and "（" not in text:
+        return text
     return _PINYIN.sub("", text)
 
 
@@ -320,8 +328,9 @@ def _is_footer(line: str, pats: _LinePatterns) -> bool:
 
 def _strip_boilerplate(text: str) -> str:
     pats = _line_patterns()
-    text = pats.request_line.sub("", text)
-    text = pats.request.sub("", text)
+    if _REQUEST_HINT in text:
+        text = pats.request_line.sub("", text)
+        text = pats.request.sub("", text)
     lines = text.split("\n")
     keep = [True] * len(lines)
     kept = 0
@@ -405,16 +414,15 @@ def _strip_metadata(text: str) -> str:
     return "\n".join(line for i, line in enumerate(lines) if i not in drops)
 
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
 def _lowercase_latin(text: str) -> str:
-    return text.translate(_ASCII_LOWER)
+    # Only the runs of A-Z are rewritten: str.translate would look up every (mostly Chinese) character.
+    return _UPPER_LATIN.sub(lambda m: m.group().lower(), text)
 
 
 def _collapse_whitespace(text: str) -> str:
     text = _SPACES.sub(" ", text)
-    text = _SPACE_AT_LINE_EDGE.sub("\n", text)
+    # Spaces are single now, so deleting those before and then after each line break is " ?\n ?" -> "\n".
+    text = text.replace(" \n", "\n").replace("\n ", "\n")
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 

@@ -273,3 +273,41 @@ def plot_learning_curves(curves: dict, metric: str, path: str | Path) -> Path:
     else:
         val_ax.text(0.5, 0.5, "no validation during training", ha="center", va="center", transform=val_ax.transAxes)
     return _save(fig, path)
+
+
+def plot_risk_coverage(model: dict, baseline: dict | None, path: str | Path) -> Path:
+    """Accuracy of the documents kept against the share kept (most confident first), one panel per level,
+    the model beside the baseline; the 90/95/99% precision lines are drawn for reference.
+
+    Args:
+        model: ``govtopic.review.risk_coverage`` of the model ({"l1": ..., "full": ...}).
+        baseline: the same for the baseline, or None.
+        path: the PNG to write.
+
+    Example:
+        >>> plot_risk_coverage(metrics["risk_coverage"], None, "eval/risk_coverage.png")
+        PosixPath('eval/risk_coverage.png')
+    """
+    _font_once()
+    fig = Figure(figsize=(11.0, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, level, title in zip(axes, ("l1", "full"), ("First level", "Full label")):
+        for name, figures, color in (("model", model, "#4c72b0"), ("baseline", baseline, "#dd8452")):
+            part = (figures or {}).get(level)
+            if not part:
+                continue
+            cov, acc = zip(*part["curve"])
+            ax.plot(cov, acc, color=color, label=f"{name} (AURC {part['aurc']:.3f})")
+        for p in (0.9, 0.95, 0.99):
+            ax.axhline(p, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("coverage (share of documents accepted, most confident first)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower left")
+        else:
+            ax.text(0.5, 0.5, "no full-label gold labels", ha="center", va="center", transform=ax.transAxes)
+    axes[0].set_ylabel("accuracy of the accepted documents")
+    fig.suptitle("Risk–coverage: how many documents can go without a person at each accuracy")
+    return _save(fig, path)

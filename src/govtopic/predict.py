@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from govtopic import review
 from govtopic.config import LongDocConfig
 from govtopic.labels import SEP, hierarchical_decode
 from govtopic.modeling import ModelLoadError, autocast_dtype, load_for_inference
@@ -165,25 +166,40 @@ class TopicClassifier:
 
     @torch.inference_mode()
     def window_logits(self, windows: Windows, batch_size: int) -> np.ndarray:
-        """Logits of every window, batched by length and padded per batch; rows in window order."""
-        order = np.argsort([-len(ids) for ids in windows.input_ids], kind="stable")
+        """Logits of every window, batched by length and padded per batch; rows in window order.
+
+        A window whose token ids repeat an earlier one (a boilerplate paragraph, the same document twice) is
+        computed once. The forward pass is ``govtopic.forward``'s lean one where the model allows it (checked
+        against the model's own when first used), else the model's.
+        """
+        from govtopic.forward import lean_forward  # imported here: this method is its only user
+
+        first: dict[tuple[int, ...], int] = {}
+        source = np.array([first.setdefault(tuple(ids), i) for i, ids in enumerate(windows.input_ids)], dtype=np.int64)
+        unique = np.flatnonzero(source == np.arange(len(source)))
+        lengths = np.array([len(windows.input_ids[i]) for i in unique], dtype=np.int64)
+        order = unique[np.argsort(-lengths, kind="stable")]
         out = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
         dtype = autocast_dtype(self.device, self.precision)
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
         pad = self.tokenizer.pad_token_id or 0
+        # A compiled or otherwise replaced forward is the caller's choice: keep it.
+        lean = lean_forward(self.model) if "forward" not in vars(self.model) else None
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
-            longest = max(len(windows.input_ids[i]) for i in idx)
-            ids = torch.full((len(idx), longest), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), longest), dtype=torch.long)
+            sizes = np.array([len(windows.input_ids[i]) for i in idx])
+            ids = np.full((len(idx), sizes.max()), pad, dtype=np.int64)
             for row, i in enumerate(idx):
-                seq = windows.input_ids[i]
-                ids[row, : len(seq)] = torch.as_tensor(seq)
-                mask[row, : len(seq)] = 1
+                ids[row, : sizes[row]] = windows.input_ids[i]
+            ids_t = torch.from_numpy(ids).to(self.device)
             with autocast:
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                if lean is not None:
+                    logits = lean(ids_t, torch.from_numpy(sizes).to(self.device))
+                else:
+                    mask = torch.from_numpy((np.arange(ids.shape[1])[None, :] < sizes[:, None]).astype(np.int64))
+                    logits = self.model(input_ids=ids_t, attention_mask=mask.to(self.device)).logits
             out[idx] = logits.float().cpu().numpy()
-        return out
+        return out[source]
 
     def document_logits(
         self,
@@ -325,7 +341,7 @@ class TopicClassifier:
             out["top_k_l1"] = [{"label": l1_names[j], "score": float(l1_probs[0][j])} for j in l1_top]
         if text is not None:
             out["evidence"] = _evidence(info["_rows"], best, text)
-        return out
+        return review.flag(out, probs, self.labels, self.record.thresholds)  # needs_review (govtopic/review.py)
 
 
 def _evidence(rows_info, label_index: int, text: tuple[str, str]) -> dict:

@@ -58,6 +58,9 @@ class ModelRecord:
     # The git commit of the working directory training ran in ("-dirty" with uncommitted changes); None outside
     # a git checkout.
     git_commit: str | None = None
+    # Per-class score thresholds for a target precision (govtopic.review.fit_thresholds: precision, margin, l1,
+    # full); predict() then adds needs_review and review_reason. None: results carry no review flag.
+    thresholds: dict[str, Any] | None = None
     # Label names by output index: config.json's id2label, not a govtopic setting.
     labels: list[str] = field(default_factory=list)
 

@@ -31,6 +31,7 @@ _PLOT_TITLES = {
     "confusion_l1": "Confusion matrix (first level)",
     "f1_l1": "Per-class F1 (first level)",
     "reliability": "Reliability diagram",
+    "risk_coverage": "Risk–coverage (accuracy against the share of documents accepted)",
 }
 
 
@@ -150,9 +151,34 @@ def _blocks(
             "of the single most probable full label.",
         )
     )
-    return (
-        blocks + _calibration_blocks(metrics, calibration, plots) + _class_blocks(metrics, baseline, plots, confusions)
-    )
+    blocks += _calibration_blocks(metrics, calibration, plots) + _risk_coverage_blocks(metrics, baseline, plots)
+    return blocks + _class_blocks(metrics, baseline, plots, confusions)
+
+
+def _risk_coverage_blocks(metrics: dict, baseline: dict | None, plots: dict) -> list[tuple]:
+    """Coverage reachable at 90/95/99% precision when the least confident documents go to a person."""
+    rc = metrics.get("risk_coverage")
+    if not rc:
+        return []
+    base = (baseline or {}).get("risk_coverage") or {}
+    rows = []
+    for level, name in (("l1", "first level"), ("full", "full label")):
+        for p, value in ((rc.get(level) or {}).get("coverage_at_precision") or {}).items():
+            b = _get(base, (level, "coverage_at_precision", p))
+            rows.append([name, f"{float(p):.0%}", _fmt(value), _fmt(b) if baseline else "—"])
+    blocks: list[tuple] = [
+        ("h", 2, "Risk–coverage"),
+        (
+            "p",
+            "Documents sorted by the score of their label, most confident first: the share that can be accepted "
+            "without a person while the accepted ones keep each precision (global cut on the score; "
+            "`govtopic calibrate-thresholds` fits one per class on the validation split).",
+        ),
+        _table(["level", "precision", "coverage (model)", "coverage (baseline)"], rows, baseline is not None),
+    ]
+    if "risk_coverage" in plots:
+        blocks.append(("img", _PLOT_TITLES["risk_coverage"], plots["risk_coverage"]))
+    return blocks
 
 
 def _source_blocks(metrics: dict, baseline: dict | None) -> list[tuple]:

@@ -1,0 +1,37 @@
+"""Fit (or refit) the n-gram channel of a trained model folder, without training the transformer again.
+
+It reads the model's saved config, loads the same training and validation splits, fits the channel on the
+training split, chooses its weight on the validation split, fits the temperature again on the mixed scores,
+and writes both into the folder (its record in config.json). Useful after upgrading govtopic, or for a
+model trained with ``model.ngram_channel: false``.
+
+    python scripts/fit_ngram_channel.py runs/cpu-official/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from govtopic.data import load_labelled
+from govtopic.evaluation import calibrate_folder, saved_config
+from govtopic.training import fit_ngram_channel
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_dir")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = saved_config(args.model_dir)
+    data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed)
+    chosen = fit_ngram_channel(args.model_dir, data, cfg)
+    calibration = calibrate_folder(args.model_dir, data.validation, cfg) if len(data.validation) >= 2 else {}
+    print(f"n-gram channel written to {args.model_dir}: weight {chosen['weight']}")
+    print(f"validation first-level accuracy by weight: {chosen.get('validation_l1_accuracy_by_weight')}")
+    if calibration:
+        print(f"temperature {calibration['temperature']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

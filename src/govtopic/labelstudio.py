@@ -1,0 +1,212 @@
+r"""The review queue: documents a person should look at, most useful first, as JSONL and as a Label Studio import.
+
+``govtopic review MODEL INPUT... --output QUEUE_DIR`` predicts every document with the model's thresholds
+(``govtopic calibrate-thresholds``) and writes those with ``needs_review`` to
+
+- ``queue.jsonl``: one document per line, least certain first (smallest gap between the two most probable
+  classes at the level in doubt, then lowest score), with the model's label, its top alternatives, the evidence
+  passage and ``why`` it is there;
+- ``label_studio_tasks.json``: the same documents as Label Studio tasks, the model's guess as a pre-annotation;
+- ``label_studio_config.xml``: a labelling config for the taxonomy: first-level Choices, then the second-level
+  Choices of the chosen first level (``visibleWhen="choice-selected"``); each second-level choice stores the
+  full label ``一级\二级`` (its ``alias``), so an export reads back without the taxonomy.
+
+The export of the finished project is a training source (``govtopic.corrections``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+from govtopic.fsutil import atomic_write_text
+from govtopic.labels import SEP, l1
+from govtopic.review import describe
+
+logger = logging.getLogger(__name__)
+
+# Documents predicted together: bounds memory while keeping batches full.
+_CHUNK = 256
+# Alternatives kept per document for the reviewer.
+_TOP_K = 5
+L1_TAG = "l1"  # name of the first-level Choices; second-level ones are l2_0, l2_1, ... in taxonomy order
+
+
+def taxonomy_classes(labels: list[str], taxonomy: str | None = None) -> dict[str, list[str]]:
+    r"""First-level classes mapped to their second-level classes: from a taxonomy YAML when given, else from the
+    model's own labels.
+
+    Example:
+        >>> taxonomy_classes(["卫生、体育\\卫生", "其他"])
+        {'卫生、体育': ['卫生'], '其他': []}
+    """
+    if taxonomy:
+        from govtopic.labels import Taxonomy
+
+        return Taxonomy.load(taxonomy).classes
+    out: dict[str, list[str]] = {}
+    for label in labels:
+        first, _, second = label.partition(SEP)
+        out.setdefault(first, [])
+        if second:
+            out[first].append(second)
+    return out
+
+
+def labelling_config(classes: dict[str, list[str]]) -> str:
+    r"""A Label Studio labelling config (XML) for the two-level taxonomy.
+
+    Args:
+        classes: first-level classes mapped to their second-level classes (see ``taxonomy_classes``).
+
+    Example:
+        >>> print(labelling_config({"其他": []}))  # doctest: +ELLIPSIS
+        <View>...<Choices name="l1" toName="text" ...><Choice value="其他"/></Choices>...</View>
+    """
+    lines = [
+        "<View>",
+        '  <Header value="$title"/>',
+        '  <Text name="text" value="$text"/>',
+        '  <Header value="Why: $why" size="6"/>',
+        f'  <Choices name="{L1_TAG}" toName="text" choice="single-radio" required="true" showInline="true">',
+    ]
+    lines += [f"    <Choice value={quoteattr(first)}/>" for first in classes]
+    lines.append("  </Choices>")
+    for i, (first, seconds) in enumerate(classes.items()):
+        if not seconds:
+            continue
+        lines.append(
+            f'  <Choices name="l2_{i}" toName="text" choice="single-radio" showInline="true" '
+            f'visibleWhen="choice-selected" whenTagName="{L1_TAG}" whenChoiceValue={quoteattr(first)}>'
+        )
+        lines += [f"    <Choice value={quoteattr(s)} alias={quoteattr(first + SEP + s)}/>" for s in seconds]
+        lines.append("  </Choices>")
+    lines.append("</View>")
+    return "\n".join(lines) + "\n"
+
+
+def _choice(tag: str, value: str) -> dict:
+    return {"from_name": tag, "to_name": "text", "type": "choices", "value": {"choices": [value]}}
+
+
+def to_task(item: dict, classes: dict[str, list[str]]) -> dict:
+    """One queue item as a Label Studio task, with the model's guess as a pre-annotation (a prediction)."""
+    label = item.get("label_suggested") or item.get("label")
+    result = []
+    if label:
+        first = l1(label)
+        result.append(_choice(L1_TAG, first))
+        names = list(classes)
+        if SEP in label and first in classes:
+            result.append(_choice(f"l2_{names.index(first)}", label))
+    data = {k: item.get(k) for k in ("doc_id", "source", "title", "text", "why")}
+    data["model_label"] = label
+    return {
+        "data": data,
+        "predictions": [{"model_version": "govtopic", "score": item.get("score"), "result": result}],
+    }
+
+
+def _priority(result: dict) -> tuple[float, float]:
+    """Smaller first: the gap between the two best classes at the level in doubt, then the score."""
+    level = "top_k" if result.get("review_reason") == "second_level_unsure" else "top_k_l1"
+    alts = result.get(level) or []
+    gap = alts[0]["score"] - alts[1]["score"] if len(alts) > 1 else 1.0
+    return gap, float(result.get("score_l1") or 0.0)
+
+
+def _chunks(records, size: int) -> Iterator[list]:
+    chunk = []
+    for rec in records:
+        chunk.append(rec)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def write_review_queue(
+    model_dir: str,
+    inputs: list[str],
+    output_dir: str,
+    text_column: str = "text",
+    title_column: str | None = None,
+    id_column: str = "id",
+    taxonomy: str | None = None,
+    batch_size: int = 32,
+) -> dict:
+    """Predict ``inputs`` and write the documents that need a person into ``output_dir`` (see the module doc).
+
+    Args:
+        model_dir: a model folder whose record holds thresholds (``govtopic calibrate-thresholds``).
+        inputs: .txt files, folders of them, or JSONL/CSV/Parquet tables (as ``govtopic predict`` reads them).
+        output_dir: the queue folder (created; its three files are replaced).
+        text_column, title_column, id_column: table columns (title: the model's own by default, '' for none).
+        taxonomy: taxonomy YAML for the labelling config (default: the model's config's, else its labels).
+        batch_size: windows per forward pass.
+
+    Returns:
+        Counts (``documents``, ``automatic``, ``queued``, ``no_topic``: empty or unreadable text, listed last;
+        ``read_errors``: inputs that could not be read, ``by_reason``) and ``files``.
+
+    Example:
+        >>> write_review_queue("runs/quickstart/model", ["inbox.jsonl"], "runs/quickstart/review")["queued"]
+        12
+    """
+    from govtopic.batch import Columns, check_inputs, iter_records
+    from govtopic.evaluation import saved_config
+    from govtopic.predict import TopicClassifier
+
+    check_inputs(inputs)
+    clf = TopicClassifier(model_dir)
+    if not clf.record.thresholds:
+        raise ValueError(
+            f"{model_dir}: the model has no review thresholds (config.json govtopic.thresholds is empty); "
+            f"fit them first: govtopic calibrate-thresholds {model_dir} [LABELLED_FILE] --precision 0.95"
+        )
+    title = clf.record.title_column if title_column is None else (title_column or None)
+    records = iter_records(inputs, Columns(text=text_column, id=id_column, title=title))
+    counts = {"documents": 0, "automatic": 0, "queued": 0, "read_errors": 0, "by_reason": {}}
+    queue, unreadable = [], []
+    for chunk in _chunks(records, _CHUNK):
+        readable = [r for r in chunk if r.error is None]
+        for rec in chunk:
+            if rec.error is not None:
+                counts["read_errors"] += 1
+                logger.warning("%s: not read: %s", rec.source, rec.error)
+        results = clf.predict([r.document() for r in readable], batch_size, _TOP_K, return_evidence=True)
+        for rec, res in zip(readable, results):
+            counts["documents"] += 1
+            item = {"doc_id": rec.id or rec.source, "source": rec.source, "title": rec.title or "", "text": rec.text}
+            if res["label"] is None:
+                unreadable.append({**item, **res, "why": f"not read: {res.get('reason')}"})
+            elif res.get("needs_review"):
+                queue.append({**item, **res, "why": describe(res, clf.record.thresholds)})
+                reason = res["review_reason"]
+                counts["by_reason"][reason] = counts["by_reason"].get(reason, 0) + 1
+            else:
+                counts["automatic"] += 1
+    queue.sort(key=_priority)
+    counts["queued"] = len(queue)
+    counts["no_topic"] = len(unreadable)  # empty or unreadable text: listed last, unranked
+    cfg = saved_config(model_dir)
+    if taxonomy is None and cfg.data.taxonomy and Path(cfg.data.taxonomy).is_file():
+        taxonomy = cfg.data.taxonomy
+    classes = taxonomy_classes(clf.labels, taxonomy)
+    out = Path(output_dir)
+    lines = [json.dumps({"rank": i + 1, **x}, ensure_ascii=False) for i, x in enumerate(queue)]
+    lines += [json.dumps({"rank": None, **x}, ensure_ascii=False) for x in unreadable]
+    counts["files"] = {
+        "queue": atomic_write_text(out / "queue.jsonl", "".join(line + "\n" for line in lines)),
+        "label_studio_tasks": atomic_write_text(
+            out / "label_studio_tasks.json",
+            json.dumps([to_task(x, classes) for x in queue], ensure_ascii=False, indent=1) + "\n",
+        ),
+        "label_studio_config": atomic_write_text(out / "label_studio_config.xml", labelling_config(classes)),
+    }
+    logger.info("%d of %d documents need a person; queue in %s", len(queue), counts["documents"], out)
+    return counts

@@ -1,0 +1,439 @@
+r"""Knowing when to ask a person: per-class thresholds for a target precision, and the review flag on results.
+
+``fit_thresholds`` chooses, on labelled documents (the validation split), the lowest calibrated score each
+predicted class needs so that the documents it lets through are right at least ``precision`` of the time:
+first on the first level (``score_l1``), then, among the documents whose first level passed, on the full label
+(``score``). One margin between the two most probable classes (each level's own) is chosen with them from a
+small grid, the one that lets most documents through. A class whose documents never reach the precision (or
+that has fewer than ``min_docs`` predictions to judge it by) gets no threshold: its documents always go to a
+person, and the fit reports it.
+
+``flag`` is applied to every ``predict()`` result of a model whose record holds thresholds; it adds
+``needs_review`` and ``review_reason``:
+
+- ``low_score``: the first level's score is below its class's threshold;
+- ``close_second``: the two most probable classes are closer than the margin;
+- ``class_never_reaches_precision``: the class has no threshold;
+- ``second_level_unsure``: the first level passed, the full label did not; ``label`` becomes the first level
+  alone (``score`` its ``score_l1``) and the model's full label is kept as ``label_suggested``.
+
+Without thresholds results are unchanged (no ``needs_review`` key). Documents the model cannot read (label None)
+carry their ``reason`` instead.
+
+Example:
+    >>> th, report = fit_thresholds(probs, gold, labels, precision=0.95)
+    >>> decide(probs, labels, th)["automatic"].mean()  # share of documents no person needs to see
+    0.71
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from govtopic.labels import SEP, hierarchical_decode, l1
+
+# Margins tried when none is given: 0 turns the close-second rule off.
+MARGIN_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+# Thresholds are stored rounded down to this many decimals (config.json stays readable; float32 scores at
+# prediction compare the same way as the float64 ones they were fitted on).
+_DECIMALS = 6
+REASONS = ("low_score", "close_second", "class_never_reaches_precision", "second_level_unsure")
+
+
+def _floor(x: float) -> float:
+    return math.floor(x * 10**_DECIMALS) / 10**_DECIMALS
+
+
+def _top_two_margin(p: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Probability of the chosen class minus the largest other one, per row."""
+    rows = np.arange(len(p))
+    other = p.copy()
+    other[rows, chosen] = -np.inf
+    rest = other.max(axis=1) if p.shape[1] > 1 else np.zeros(len(p))
+    return p[rows, chosen] - np.where(np.isfinite(rest), rest, 0.0)
+
+
+def scores(probs: np.ndarray, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """Predictions, scores and margins at both levels, decoded the way ``predict()`` decodes them."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = list(labels)
+    full_idx, names, l1_probs = hierarchical_decode(probs, labels)
+    l1_idx = l1_probs.argmax(axis=1)
+    rows = np.arange(len(probs))
+    return {
+        "full": np.array([labels[i] for i in full_idx], dtype=object),
+        "l1": np.array([names[i] for i in l1_idx], dtype=object),
+        "score": probs[rows, full_idx],
+        "score_l1": l1_probs[rows, l1_idx],
+        "margin": _top_two_margin(probs, full_idx),
+        "margin_l1": _top_two_margin(l1_probs, l1_idx),
+    }
+
+
+def _class_threshold(score: np.ndarray, hit: np.ndarray, precision: float, min_docs: int) -> tuple[float | None, str]:
+    """Lowest score at which the documents at or above it are right at least ``precision`` of the time."""
+    if len(score) < min_docs:
+        return None, f"too few documents ({len(score)} < {min_docs})"
+    order = np.argsort(-score, kind="stable")
+    s, h = score[order], hit[order].astype(float)
+    cum = np.cumsum(h) / np.arange(1, len(s) + 1)
+    # A cut after position k keeps rows 0..k; it is valid only where the next score is clearly lower, so that
+    # "score >= rounded threshold" keeps exactly those rows.
+    nxt = np.append(s[1:], -np.inf)
+    floors = np.floor(s * 10**_DECIMALS) / 10**_DECIMALS
+    ok = (cum >= precision - 1e-12) & (nxt < floors)
+    if not ok.any():
+        return None, f"no score reaches precision {precision:g} (best {cum.max():.3f})"
+    k = int(np.flatnonzero(ok).max())
+    return _floor(float(s[k])), ""
+
+
+def _fit_level(pred, score, hit, margin, m, precision, min_docs, classes, keep) -> tuple[dict, dict]:
+    out, why = {}, {}
+    for c in classes:
+        rows = keep & (pred == c) & (margin >= m)
+        t, reason = _class_threshold(score[rows], hit[rows], precision, min_docs)
+        out[c] = t
+        if t is None:
+            why[c] = reason
+    return out, why
+
+
+def _fit(s: dict, gold_l1, gold_full, full_rows, labels, precision, m, min_docs) -> tuple[dict, dict]:
+    names = list(dict.fromkeys(l1(x) for x in labels))
+    everyone = np.ones(len(gold_l1), dtype=bool)
+    t_l1, why_l1 = _fit_level(
+        s["l1"], s["score_l1"], s["l1"] == gold_l1, s["margin_l1"], m, precision, min_docs, names, everyone
+    )
+    th = {"precision": precision, "margin": m, "l1": t_l1, "full": {}}
+    passed = decide_arrays(s, th)["l1_ok"]
+    t_full, why_full = _fit_level(
+        s["full"], s["score"], s["full"] == gold_full, s["margin"], m, precision, min_docs, labels, passed & full_rows
+    )
+    th["full"] = t_full
+    return th, {"l1": why_l1, "full": why_full}
+
+
+def decide_arrays(s: dict, thresholds: dict) -> dict[str, np.ndarray]:
+    """Which documents pass each level (``l1_ok``, ``full_ok``) and which need no person (``automatic``)."""
+    m = float(thresholds.get("margin") or 0.0)
+
+    def passes(pred, score, margin, table):
+        t = np.array([np.nan if table.get(c) is None else table[c] for c in pred], dtype=float)
+        return np.isfinite(t) & (score >= np.nan_to_num(t, nan=np.inf)) & (margin >= m)
+
+    l1_ok = passes(s["l1"], s["score_l1"], s["margin_l1"], thresholds.get("l1") or {})
+    full_ok = l1_ok & passes(s["full"], s["score"], s["margin"], thresholds.get("full") or {})
+    return {"l1_ok": l1_ok, "full_ok": full_ok, "automatic": full_ok}
+
+
+def decide(probs: np.ndarray, labels: Sequence[str], thresholds: dict) -> dict[str, np.ndarray]:
+    """``decide_arrays`` on probabilities (rows: documents, columns: the model's labels)."""
+    return decide_arrays(scores(probs, labels), thresholds)
+
+
+def _coverage(s, ok, hit, pred, rows) -> dict:
+    """Coverage and precision overall and per predicted class, over ``rows``."""
+    per_class = {}
+    for c in sorted(set(pred[rows])):
+        r = rows & (pred == c)
+        n, kept = int(r.sum()), int((r & ok).sum())
+        per_class[c] = {
+            "predicted": n,
+            "automatic": kept,
+            "coverage": kept / n if n else 0.0,
+            "precision": float(hit[r & ok].mean()) if kept else None,
+        }
+    n, kept = int(rows.sum()), int((rows & ok).sum())
+    overall = {
+        "documents": n,
+        "automatic": kept,
+        "coverage": kept / n if n else 0.0,
+        "precision": float(hit[rows & ok].mean()) if kept else None,
+    }
+    return {"overall": overall, "per_class": per_class}
+
+
+def fit_thresholds(
+    probs: np.ndarray,
+    gold: Sequence[str],
+    labels: Sequence[str],
+    precision: float = 0.95,
+    margin: float | None = None,
+    min_docs: int = 5,
+) -> tuple[dict, dict]:
+    r"""Per-class thresholds reaching ``precision`` on labelled documents, and a report of the coverage reached.
+
+    Args:
+        probs: calibrated probabilities, rows documents, columns the model's labels (temperature applied).
+        gold: each document's gold label, ``一级\二级`` or ``一级`` (first-level rows count at the first level).
+        labels: the model's labels in column order (its ``id2label``).
+        precision: the precision wanted among documents no person sees, between 0 and 1.
+        margin: the smallest gap between the two most probable classes; None chooses it from ``MARGIN_GRID``.
+        min_docs: a class predicted fewer times than this gets no threshold (its documents always go to review).
+
+    Returns:
+        (thresholds, report): thresholds as stored in the model record (``precision``, ``margin``, ``l1``,
+        ``full``; a class mapped to None always goes to review), and per level the coverage and precision
+        reached, overall and per class, with ``never_automatic`` naming each class without a threshold and why.
+
+    Example:
+        >>> th, report = fit_thresholds(probs, ["卫生、体育\\卫生", "其他"], labels, precision=0.95)
+        >>> report["full"]["overall"]["coverage"]
+        0.5
+    """
+    if not (isinstance(precision, (int, float)) and 0 < precision <= 1):
+        raise ValueError(f"precision must be a number in (0, 1], e.g. 0.95; got {precision!r}")
+    if margin is not None and not (0 <= margin < 1):
+        raise ValueError(f"margin must be in [0, 1), e.g. 0.1; got {margin!r}")
+    probs, labels = np.asarray(probs, dtype=np.float64), list(labels)
+    if probs.shape != (len(gold), len(labels)):
+        raise ValueError(f"expected probs of shape ({len(gold)}, {len(labels)}), got {probs.shape}")
+    keep = np.array([bool(y) for y in gold])
+    if not keep.any():
+        raise ValueError("no document has a gold label: thresholds need labelled documents (the validation split)")
+    probs, gold = probs[keep], [str(y) for y, k in zip(gold, keep) if k]
+    s = scores(probs, labels)
+    gold_l1 = np.array([l1(y) for y in gold], dtype=object)
+    gold_full = np.array(gold, dtype=object)
+    known = set(labels)
+    full_rows = np.array([SEP in y or y in known for y in gold])
+    best = None
+    for m in [margin] if margin is not None else MARGIN_GRID:
+        th, why = _fit(s, gold_l1, gold_full, full_rows, labels, float(precision), m, min_docs)
+        ok = decide_arrays(s, th)
+        covered = ok["l1_ok"].mean() + ok["full_ok"][full_rows].mean() if full_rows.any() else ok["l1_ok"].mean()
+        if best is None or covered > best[0] + 1e-12:
+            best = (covered, th, why, ok)
+    _, th, why, ok = best
+    everyone = np.ones(len(gold), dtype=bool)
+    report = {
+        "precision": float(precision),
+        "margin": th["margin"],
+        "l1": _coverage(s, ok["l1_ok"], s["l1"] == gold_l1, s["l1"], everyone),
+        "full": _coverage(s, ok["full_ok"], s["full"] == gold_full, s["full"], full_rows),
+    }
+    for level in ("l1", "full"):
+        report[level]["never_automatic"] = why[level]
+    return th, report
+
+
+# ---------------------------------------------------------------- the flag on predict() results
+def _reason(score: float, margin: float, t: float | None, m: float) -> str | None:
+    if t is None:
+        return "class_never_reaches_precision"
+    if score < t:
+        return "low_score"
+    if margin < m:
+        return "close_second"
+    return None
+
+
+def flag(result: dict, probs: np.ndarray, labels: Sequence[str], thresholds: dict | None) -> dict:
+    """Add ``needs_review`` and ``review_reason`` to one ``predict()`` result (unchanged without thresholds).
+
+    Args:
+        result: the result of one document (``label``, ``label_l1``, ``score``, ``score_l1``, ...).
+        probs: that document's calibrated probabilities over ``labels``.
+        labels: the model's labels in column order.
+        thresholds: the model record's ``thresholds`` (see ``fit_thresholds``), or None.
+
+    Example:
+        >>> flag({"label": "卫生、体育\\卫生", "label_l1": "卫生、体育", ...}, probs, labels, th)["needs_review"]
+        False
+    """
+    if not thresholds:
+        return result
+    s = scores(np.asarray(probs)[None, :], labels)
+    m = float(thresholds.get("margin") or 0.0)
+    first = str(s["l1"][0])
+    why = _reason(s["score_l1"][0], s["margin_l1"][0], (thresholds.get("l1") or {}).get(first), m)
+    if why is None:
+        label = str(s["full"][0])
+        why = _reason(s["score"][0], s["margin"][0], (thresholds.get("full") or {}).get(label), m)
+        if why is not None and SEP in label and result.get("label") == label:
+            # The first level is sure, the second is not: give the first level alone and ask about the second.
+            result.update(label=first, score=result["score_l1"], label_suggested=label)
+            why = "second_level_unsure"
+    result["needs_review"] = why is not None
+    result["review_reason"] = why
+    return result
+
+
+def describe(result: dict, thresholds: dict | None = None) -> str:
+    """Why a result is in the review queue, in a sentence a reviewer reads."""
+    why = result.get("review_reason")
+    if result.get("label") is None and result.get("reason"):
+        return f"not read: {result['reason']}"
+    th = thresholds or {}
+    target = f"{th['precision']:.0%} precision" if th.get("precision") else "the target precision"
+    first, label = result.get("label_l1"), result.get("label_suggested") or result.get("label")
+    if why == "second_level_unsure":
+        t = (th.get("full") or {}).get(label)
+        needed = f"needs {t:.2f}" if t is not None else "never reaches it"
+        return f"first level {first} is sure; second level {label} is not (for {target} it {needed})"
+    if why == "low_score":
+        t = (th.get("l1") or {}).get(first)
+        return f"score {result.get('score_l1', 0):.2f} for {first} is below its threshold {t:.2f} for {target}"
+    if why == "close_second":
+        alts = result.get("top_k_l1") or result.get("top_k") or []
+        second = alts[1]["label"] if len(alts) > 1 else "another class"
+        return f"close second: {second} is within {th.get('margin', 0):.2f} of {first}"
+    if why == "class_never_reaches_precision":
+        return f"{first}: no score reaches {target} for this class on the validation split, so a person decides"
+    return "no review needed"
+
+
+# ---------------------------------------------------------------- govtopic calibrate-thresholds
+def calibrate_thresholds(
+    model_dir: str,
+    data_file: str | None = None,
+    precision: float = 0.95,
+    split: str | None = "validation",
+    margin: float | None = None,
+    min_docs: int = 5,
+    batch_size: int = 32,
+) -> dict:
+    """Fit thresholds on labelled documents and store them in the model folder's record (config.json).
+
+    Args:
+        model_dir: the model folder.
+        data_file: a labelled JSONL/CSV/Parquet file (its ``split`` rows when it has a split column); None reads
+            the model's own training sources (its saved config) and takes their validation split.
+        precision: the precision wanted among the documents no person sees.
+        split: which rows of ``data_file`` to use (None: every row).
+        margin, min_docs: see ``fit_thresholds``.
+        batch_size: windows per forward pass.
+
+    Returns:
+        The report of ``fit_thresholds`` with ``documents`` and ``data`` added.
+
+    Example:
+        >>> report = calibrate_thresholds("runs/quickstart/model", precision=0.95)
+        >>> report["full"]["overall"]["coverage"]
+        0.62
+    """
+    from govtopic.calibration import softmax
+    from govtopic.data import DataError, load_eval_file, load_labelled
+    from govtopic.evaluation import model_scheme, saved_config, update_record
+    from govtopic.predict import TopicClassifier
+
+    cfg = saved_config(model_dir)
+    if data_file is None:
+        data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
+        where = "the validation split of the model's training sources"
+        if not len(data):
+            raise DataError(
+                f"{model_dir}: its training sources have no validation split; pass a labelled DATA file "
+                "(govtopic calibrate-thresholds MODEL DATA), or set data.validation_from_train when training"
+            )
+    else:
+        data = load_eval_file(data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg))
+        where = f"{data_file}" + (f" (split {split})" if split else "")
+    clf = TopicClassifier(model_dir)
+    logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
+    thresholds, report = fit_thresholds(
+        softmax(logits, clf.temperature), data.labels, clf.labels, precision, margin, min_docs
+    )
+    update_record(model_dir, thresholds=thresholds)
+    return {**report, "documents": len(data), "data": where, "model_dir": str(model_dir)}
+
+
+def format_report(report: dict) -> str:
+    """The coverage report as text for the terminal: overall, then each class, then those never automatic."""
+    lines = [
+        f"thresholds for precision {report['precision']:g} fitted on {report.get('documents', '?')} documents "
+        f"({report.get('data', 'labelled data')}); margin {report['margin']:g}"
+    ]
+    for level, name in (("l1", "first level"), ("full", "full label")):
+        o = report[level]["overall"]
+        prec = "n/a" if o["precision"] is None else f"{o['precision']:.3f}"
+        lines.append(
+            f"{name}: {o['automatic']} of {o['documents']} documents automatic (coverage {o['coverage']:.1%}, "
+            f"precision {prec})"
+        )
+        for c, v in sorted(report[level]["per_class"].items(), key=lambda kv: -kv[1]["predicted"]):
+            p = "n/a" if v["precision"] is None else f"{v['precision']:.3f}"
+            lines.append(f"  {c}: {v['automatic']}/{v['predicted']} automatic ({v['coverage']:.0%}), precision {p}")
+        for c, why in report[level]["never_automatic"].items():
+            lines.append(f"  always reviewed: {c}: {why}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- risk-coverage (evaluation reports)
+RC_PRECISIONS = (0.9, 0.95, 0.99)
+
+
+def _curve(conf: np.ndarray, hit: np.ndarray, precisions: Sequence[float], points: int) -> dict | None:
+    if not len(conf):
+        return None
+    order = np.argsort(-conf, kind="stable")
+    c, h = conf[order], hit[order].astype(float)
+    n = len(c)
+    acc = np.cumsum(h) / np.arange(1, n + 1)
+    # Documents with the same score are kept or left together: cuts only where the score drops.
+    cut = np.append(c[1:] < c[:-1], True)
+    at = {}
+    for p in precisions:
+        ok = cut & (acc >= p - 1e-12)
+        at[f"{p:g}"] = float((np.flatnonzero(ok).max() + 1) / n) if ok.any() else 0.0
+    picks = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(int))
+    return {
+        "documents": n,
+        "coverage_at_precision": at,
+        # Mean error over all coverages (area under the risk-coverage curve): lower is better.
+        "aurc": float(np.mean(1.0 - acc)),
+        "curve": [[round((k + 1) / n, 4), round(float(acc[k]), 4)] for k in picks],
+    }
+
+
+def risk_coverage(
+    probs: np.ndarray,
+    gold: Sequence[str | None],
+    labels: Sequence[str],
+    precisions: Sequence[float] = RC_PRECISIONS,
+    points: int = 101,
+) -> dict:
+    r"""Accuracy against coverage at both levels, keeping the most confident documents first.
+
+    Args:
+        probs: probabilities (rows documents, columns ``labels``).
+        gold: gold labels (``一级\二级`` or ``一级``; None rows are left out).
+        labels: the model's labels in column order.
+        precisions: the precisions whose coverage is reported.
+        points: points of the curve kept for the plot and metrics.json.
+
+    Returns:
+        ``{"l1": {...}, "full": {...}}``, each with ``coverage_at_precision`` (the largest share of documents
+        that can be accepted at that accuracy when the least confident are sent to a person), ``aurc`` and
+        ``curve`` ([coverage, accuracy] pairs); ``full`` is None without full-depth gold labels.
+
+    Example:
+        >>> risk_coverage(probs, gold, labels)["l1"]["coverage_at_precision"]["0.95"]
+        0.74
+    """
+    keep = [i for i, y in enumerate(gold) if y]
+    probs = np.asarray(probs, dtype=np.float64)[keep]
+    gold = [str(gold[i]) for i in keep]
+    s = scores(probs, labels)
+    gold_l1 = np.array([l1(y) for y in gold], dtype=object)
+    known = set(labels)
+    deep = np.array([SEP in y or y in known for y in gold], dtype=bool)
+    hit_full = s["full"] == np.array(gold, dtype=object)
+    return {
+        "l1": _curve(s["score_l1"], s["l1"] == gold_l1, precisions, points),
+        "full": _curve(s["score"][deep], hit_full[deep], precisions, points) if deep.any() else None,
+    }
+
+
+def add_risk_coverage(metrics: dict, baseline: dict | None, mixed: bool, probs, gold, labels) -> None:
+    """Put ``risk_coverage`` into the model's (and the baseline's) metrics; a baseline trained on first-level
+    labels gets first-level figures only."""
+    metrics["risk_coverage"] = risk_coverage(probs, gold, labels)
+    if baseline is not None and baseline.get("_probs") is not None:
+        baseline["risk_coverage"] = risk_coverage(baseline["_probs"], gold, labels)
+        if mixed:
+            baseline["risk_coverage"]["full"] = None

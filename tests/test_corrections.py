@@ -1,0 +1,84 @@
+"""Corrections as training sources: a Label Studio export or an id + label table relabels documents by id."""
+
+import json
+
+import pytest
+
+from conftest import TAXONOMY, synthetic_rows
+from govtopic.config import DataConfig, SourceConfig
+from govtopic.data import DataError, load_labelled
+
+HEALTH, LAW = "卫生、体育\\卫生", "公安、安全、司法\\司法"
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def _export(path, tasks):
+    path.write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def _task(doc_id, choices, text="", cancelled=False, when="2026-01-02T00:00:00"):
+    result = [{"from_name": tag, "to_name": "text", "type": "choices", "value": {"choices": [c]}} for tag, c in choices]
+    annotation = {"result": result, "was_cancelled": cancelled, "updated_at": when}
+    return {"id": 1, "data": {"doc_id": doc_id, "title": "", "text": text}, "annotations": [annotation]}
+
+
+def _load(tmp_path, *extra):
+    base = _jsonl(tmp_path / "base.jsonl", synthetic_rows(60))
+    sources = [SourceConfig(name="base", file=base), *extra]
+    data = load_labelled(DataConfig(sources=sources, taxonomy=str(TAXONOMY)), None, 0)
+    everything = {}
+    for split in ("train", "validation", "test"):
+        part = getattr(data, split)
+        for i, label in zip(part.ids, part.labels):
+            everything[i] = (split, label)
+    return data, everything
+
+
+def test_a_label_studio_export_relabels_documents_and_they_keep_their_split(tmp_path):
+    _, before = _load(tmp_path)
+    tasks = [
+        _task("s0", [("l1", "卫生、体育"), ("l2_3", HEALTH)]),  # s0 is a test document
+        _task("s1", [("l1", "公安、安全、司法"), ("l2_0", HEALTH), ("l2_1", LAW)]),  # switched first level
+        _task("new1", [("l1", "卫生、体育"), ("l2_3", HEALTH)], text="医院医疗卫生工作。" * 5),
+        _task("s2", [("l1", "卫生、体育")], cancelled=True),  # cancelled: not a correction
+    ]
+    export = SourceConfig(name="reviewed", file=_export(tmp_path / "export.json", tasks))
+    data, after = _load(tmp_path, export)
+    assert after["s0"] == (before["s0"][0], HEALTH) and before["s0"][0] == "test"
+    assert after["s1"][1] == LAW
+    assert after["s2"] == before["s2"]
+    assert "new1" in after and after["new1"][1] == HEALTH  # a new document with text joins the data
+    assert data.skipped["corrections_applied"] == 2 and data.skipped["corrections_unannotated"] == 1
+
+
+def test_a_later_id_label_table_wins_over_an_earlier_one(tmp_path):
+    first = SourceConfig(name="c1", file=_jsonl(tmp_path / "c1.jsonl", [{"id": "s3", "label": LAW}]))
+    second = SourceConfig(name="c2", file=_jsonl(tmp_path / "c2.jsonl", [{"id": "s3", "label": "卫生、体育-卫生"}]))
+    data, after = _load(tmp_path, first, second)
+    assert after["s3"][1] == HEALTH
+    assert data.skipped["corrections_applied"] == 2
+
+
+def test_conflicting_labels_for_one_id_in_one_file_are_an_error_with_counts(tmp_path):
+    rows = [{"id": "s4", "label": LAW}, {"id": "s4", "label": HEALTH}, {"id": "s5", "label": LAW}]
+    rows += [{"id": "s5", "label": LAW}, {"id": "s6", "label": LAW}, {"id": "s6", "label": HEALTH}]
+    bad = SourceConfig(name="bad", file=_jsonl(tmp_path / "bad.jsonl", rows))
+    with pytest.raises(DataError, match=r"2 document id\(s\) given different labels in the same file \(4 rows\)"):
+        _load(tmp_path, bad)
+
+
+def test_corrections_for_unknown_ids_without_text_are_counted_not_trained(tmp_path):
+    stray = SourceConfig(name="stray", file=_jsonl(tmp_path / "stray.jsonl", [{"id": "nope", "label": LAW}]))
+    data, after = _load(tmp_path, stray)
+    assert "nope" not in after and data.skipped["corrections_unmatched"] == 1
+
+
+def test_a_correction_outside_the_taxonomy_is_an_error_naming_it(tmp_path):
+    bad = SourceConfig(name="bad", file=_jsonl(tmp_path / "bad.jsonl", [{"id": "s0", "label": "不存在\\类别"}]))
+    with pytest.raises(DataError, match="不存在"):
+        _load(tmp_path, bad)

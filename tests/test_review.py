@@ -1,0 +1,158 @@
+"""Thresholds for a target precision and the review flag: fitted precision holds, hopeless classes are reviewed."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import LABELS
+from govtopic import TopicClassifier
+from govtopic.cli import main
+from govtopic.evaluation import update_record
+from govtopic.review import REASONS, decide, fit_thresholds, flag, risk_coverage, scores
+
+CITY, ENV, LAW, HEALTH, OTHER = LABELS
+
+
+def _probs(n: int = 3000, seed: int = 0, hopeless: str | None = None):
+    """Probabilities with a real signal: confident rows are mostly right, unsure rows often wrong. A
+    ``hopeless`` label is predicted often but always wrongly."""
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(0, len(LABELS), n)
+    strength = rng.uniform(0.0, 6.0, n)
+    logits = rng.normal(0, 1.0, (n, len(LABELS)))
+    logits[np.arange(n), gold] += strength
+    if hopeless is not None:
+        j = LABELS.index(hopeless)
+        fooled = (gold != j) & (rng.random(n) < 0.3)
+        logits[fooled, j] += 20.0
+        gold[gold == j] = LABELS.index(OTHER)  # no document truly has it
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True), [LABELS[i] for i in gold]
+
+
+def _precision(probs, gold, th, level):
+    s = scores(probs, LABELS)
+    ok = decide(probs, LABELS, th)["l1_ok" if level == "l1" else "full_ok"]
+    pred = s["l1"] if level == "l1" else s["full"]
+    truth = np.array([y.split("\\")[0] for y in gold] if level == "l1" else gold, dtype=object)
+    return float((pred[ok] == truth[ok]).mean()), float(ok.mean())
+
+
+@pytest.mark.parametrize("target", [0.9, 0.95])
+def test_thresholds_reach_the_precision_on_the_data_they_were_fitted_on(target):
+    probs, gold = _probs()
+    th, report = fit_thresholds(probs, gold, LABELS, precision=target)
+    for level in ("l1", "full"):
+        precision, coverage = _precision(probs, gold, th, level)
+        assert precision >= target
+        assert 0.2 < coverage < 1.0  # some documents go through, not all
+        assert report[level]["overall"]["coverage"] == pytest.approx(coverage)
+        for c, v in report[level]["per_class"].items():
+            assert v["precision"] is None or v["precision"] >= target, c
+    # Stored as plain JSON values, every class of the model named.
+    assert set(th["full"]) == set(LABELS) and th["precision"] == target
+    json.dumps(th)
+
+
+def test_a_class_that_never_reaches_the_precision_is_reported_and_always_reviewed():
+    probs, gold = _probs(hopeless=LAW)
+    th, report = fit_thresholds(probs, gold, LABELS, precision=0.95)
+    assert th["l1"]["公安、安全、司法"] is None
+    assert "公安、安全、司法" in report["l1"]["never_automatic"]
+    law_rows = [i for i in range(len(probs)) if probs[i].argmax() == LABELS.index(LAW)]
+    assert len(law_rows) > 100
+    for i in law_rows[:20]:
+        res = flag(
+            {"label": LAW, "label_l1": "公安、安全、司法", "score": 0.99, "score_l1": 0.99}, probs[i], LABELS, th
+        )
+        assert res["needs_review"] is True and res["review_reason"] == "class_never_reaches_precision"
+
+
+def test_first_level_sure_second_level_not_gives_the_first_level_alone():
+    th = {"precision": 0.95, "margin": 0.0, "l1": {"城乡建设、环境保护": 0.5}, "full": {CITY: 0.9, ENV: 0.9}}
+    probs = np.array([0.45, 0.40, 0.05, 0.05, 0.05])
+    res = flag({"label": CITY, "label_l1": "城乡建设、环境保护", "score": 0.45, "score_l1": 0.85}, probs, LABELS, th)
+    assert res["needs_review"] is True and res["review_reason"] == "second_level_unsure"
+    assert res["label"] == "城乡建设、环境保护" and res["label_l1"] == "城乡建设、环境保护"
+    assert res["label_suggested"] == CITY and res["score"] == 0.85
+
+
+def test_close_second_is_flagged_below_the_margin():
+    th = {"precision": 0.9, "margin": 0.2, "l1": {"城乡建设、环境保护": 0.3, "卫生、体育": 0.3}, "full": {CITY: 0.3}}
+    probs = np.array([0.42, 0.0, 0.0, 0.33, 0.25])
+    res = flag({"label": CITY, "label_l1": "城乡建设、环境保护", "score": 0.42, "score_l1": 0.42}, probs, LABELS, th)
+    assert res["needs_review"] is True and res["review_reason"] == "close_second"
+    probs = np.array([0.8, 0.0, 0.0, 0.1, 0.1])
+    res = flag({"label": CITY, "label_l1": "城乡建设、环境保护", "score": 0.8, "score_l1": 0.8}, probs, LABELS, th)
+    assert res["needs_review"] is False and res["review_reason"] is None
+
+
+def test_bad_precision_is_an_error_naming_the_range():
+    probs, gold = _probs(50)
+    with pytest.raises(ValueError, match=r"precision must be a number in \(0, 1\]"):
+        fit_thresholds(probs, gold, LABELS, precision=95)
+
+
+def _labelled_file(tmp_path):
+    rng = np.random.default_rng(1)
+    words = {CITY: "城市规划建设", LAW: "法院审判诉讼", HEALTH: "医院医疗卫生", OTHER: "其他事项"}
+    rows = []
+    for i in range(40):
+        label = list(words)[i % 4]
+        text = "。".join(words[label] + str(rng.integers(100)) for _ in range(5))
+        rows.append({"id": f"d{i}", "title": "", "text": text, "label": label, "split": "validation"})
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_calibrate_thresholds_stores_them_and_predict_flags_documents(tiny_model_copy, tmp_path, capsys):
+    before = TopicClassifier(tiny_model_copy).predict("关于加强城市规划管理的通知")
+    assert "needs_review" not in before  # no thresholds: results as before
+    data = _labelled_file(tmp_path)
+    assert main(["calibrate-thresholds", str(tiny_model_copy), str(data), "--precision", "0.95"]) == 0
+    out = capsys.readouterr().out
+    assert "first level:" in out and "full label:" in out and "coverage" in out
+    record = json.loads((tiny_model_copy / "config.json").read_text(encoding="utf-8"))["govtopic"]
+    assert record["thresholds"]["precision"] == 0.95 and set(record["thresholds"]["full"]) == set(LABELS)
+    results = TopicClassifier(tiny_model_copy).predict(["关于加强城市规划管理的通知", "法院审理案件。", ""])
+    assert all(isinstance(r["needs_review"], bool) for r in results[:2])
+    assert all(r["review_reason"] in (None, *REASONS) for r in results[:2])
+    assert results[2]["label"] is None and "reason" in results[2]  # empty documents keep their reason
+
+
+def test_impossible_thresholds_send_every_document_to_review(tiny_model_copy):
+    update_record(tiny_model_copy, thresholds={"precision": 0.99, "margin": 0.0, "l1": {}, "full": {}})
+    results = TopicClassifier(tiny_model_copy).predict(["关于加强城市规划管理的通知", "医院卫生监督"])
+    assert all(r["needs_review"] and r["review_reason"] == "class_never_reaches_precision" for r in results)
+
+
+def test_risk_coverage_trades_coverage_for_precision():
+    probs, gold = _probs()
+    rc = risk_coverage(probs, gold, LABELS)
+    for level in ("l1", "full"):
+        at = rc[level]["coverage_at_precision"]
+        assert 0 < at["0.99"] <= at["0.95"] <= at["0.9"] < 1
+        curve = rc[level]["curve"]
+        assert curve[-1][0] == 1.0 and curve[0][1] > curve[-1][1]  # the most confident are more often right
+    overall = float(np.mean(scores(probs, LABELS)["full"] == np.array(gold, dtype=object)))
+    assert rc["full"]["curve"][-1][1] == pytest.approx(overall, abs=1e-4)
+
+
+def test_evaluation_report_shows_risk_coverage_beside_the_baseline(tiny_model_dir, tmp_path):
+    from govtopic.config import Config
+    from govtopic.data import load_eval_file
+    from govtopic.evaluation import evaluate_split
+
+    cfg = Config()
+    cfg.eval.baseline = True
+    data = load_eval_file(_labelled_file(tmp_path), cfg.data, cfg.normalize, None)
+    result = evaluate_split(tiny_model_dir, data, tmp_path / "eval", cfg, train_split=data)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    for who in ("metrics", "baseline"):
+        assert set(saved[who]["risk_coverage"]["l1"]["coverage_at_precision"]) == {"0.9", "0.95", "0.99"}
+    assert (tmp_path / "eval" / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
+    report = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
+    assert "## Risk–coverage" in report and "coverage (baseline)" in report and "risk_coverage.png" in report
+    assert result["metrics"]["risk_coverage"]["full"]["documents"] == 40
