@@ -2,6 +2,7 @@
 
     python scripts/benchmark_predict.py --model runs/quickstart/model --docs 300
     python scripts/benchmark_predict.py --model runs/quickstart/model --data ../shared/data/regulations.jsonl.gz
+    git archive OLD_COMMIT src | tar -x -C /tmp/old && python scripts/benchmark_predict.py --baseline /tmp/old/src
 
 Every row reads the same raw bodies (the test split of ``--data``, default the bundled regulations sample) with
 the same batch size, each in its own process (so its peak memory is its own) with ``--threads`` torch threads:
@@ -11,6 +12,7 @@ the same batch size, each in its own process (so its peak memory is its own) wit
 - govtopic's ``chunks`` over whole documents;
 - the same two govtopic rows with the model's own ``transformers`` forward instead of govtopic's lean one
   (govtopic/forward.py), to show what it buys; their scores must agree;
+- optionally (``--baseline``) head and chunks with another govtopic source tree, e.g. an older commit;
 - optionally (``--int8``) dynamic int8 quantisation, which changes some labels.
 
 The FLOP bound is computed from the model's config: a full window of L tokens costs, per layer,
@@ -59,14 +61,19 @@ def _peak_mb() -> float:
 
 
 def _run_govtopic(model, docs, batch_size, threads, strategy, variant, queue):
+    import sys
+
     import torch
 
     torch.set_num_threads(threads)
+    if variant not in ("lean", "transformers", "int8"):
+        sys.path.insert(0, variant)  # another govtopic source tree (--baseline)
     from govtopic import TopicClassifier
-    from govtopic import forward
 
     clf = TopicClassifier(model, device="cpu", quantize=variant == "int8")
     if variant == "transformers":
+        from govtopic import forward
+
         forward._LEAN[clf.model] = None  # the model's own forward, as before govtopic.forward
     clf.predict(docs[:8], batch_size=batch_size, long_doc=strategy)  # warm-up
     start = time.perf_counter()
@@ -133,6 +140,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads in every row")
     parser.add_argument("--peak-gflops", type=float, default=None, help="default: 78 per thread")
     parser.add_argument("--int8", action="store_true", help="add dynamic int8 quantisation (head)")
+    parser.add_argument(
+        "--baseline", help="a govtopic source folder to compare with (its src/), e.g. from `git archive OLD src`"
+    )
     args = parser.parse_args()
     from transformers import AutoConfig
 
@@ -160,6 +170,10 @@ def main() -> None:
         "govtopic chunks": measure(_run_govtopic, *common, "chunks", "lean"),
         "govtopic chunks, transformers forward": measure(_run_govtopic, *common, "chunks", "transformers"),
     }
+    if args.baseline:
+        src = str(Path(args.baseline).resolve())
+        rows["baseline head"] = measure(_run_govtopic, *common, "head", src)
+        rows["baseline chunks"] = measure(_run_govtopic, *common, "chunks", src)
     if args.int8:
         rows["govtopic head, int8"] = measure(_run_govtopic, *common, "head", "int8")
     print(f"\n{'':<38} {'docs/s':>8} {'windows':>8} {'bound':>8} {'share':>7} {'peak MB':>8} {'acc full/l1':>12}")

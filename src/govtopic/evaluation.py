@@ -93,7 +93,10 @@ def _baseline(train_split: Split | None, cfg: Config):
     from govtopic.baseline import TfidfBaseline
     from govtopic.labels import l1
 
-    mixed = any(SEP not in y for y in train_split.labels if y) and any(SEP in y for y in train_split.labels if y)
+    # Rows labelled at the first level only, of a level that has full labels too (其他 alone is a full label).
+    present = {y for y in train_split.labels if y}
+    levels = {l1(y) for y in present if SEP in y}
+    mixed = any(SEP not in y and y in levels for y in present)
     labels = [l1(y) if mixed and y else y for y in train_split.labels]
     base = TfidfBaseline(seed=cfg.train.seed).fit(prepend(train_split.texts, train_split.titles), labels)
     return base, mixed
@@ -204,6 +207,9 @@ def evaluate_split(
         metrics["per_source"] = sources
         if baseline is not None:
             baseline["per_source"] = per_source(split, baseline["_probs"], clf.labels, cfg)
+            if mixed:  # a first-level baseline has no full-label figures
+                for figures in baseline["per_source"].values():
+                    figures.update(accuracy=None, macro_f1=None)
     if baseline is not None:
         baseline.pop("_probs")
     plots = _plots(out_dir, metrics, split.labels, probs, clf.labels, bins[0], bins[1], ece)

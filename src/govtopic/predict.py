@@ -152,12 +152,17 @@ class TopicClassifier:
         if cfg.strategy == "chunks":
             return normalize(text, self.normalize_config)
         reach = cfg.max_length * _NORMALIZE_MARGIN
-        if len(text) <= 2 * reach:
-            return normalize(text, self.normalize_config)
-        head = normalize(text[:reach], self.normalize_config)
-        if cfg.strategy == "head":
-            return head
-        return head + "\n" + normalize(text[-reach:], self.normalize_config)
+        ends = 1 if cfg.strategy == "head" else 2
+        cut = reach
+        # Should normalisation remove most of an end (a long metadata header, a long footer), both ends are
+        # read again twice as long, so a window never runs into a cut.
+        while len(text) > ends * cut:
+            head = normalize(text[:cut], self.normalize_config)
+            tail = normalize(text[-cut:], self.normalize_config) if ends == 2 else None
+            if min(len(head), reach if tail is None else len(tail)) >= reach // 2:
+                return head if tail is None else head + "\n" + tail
+            cut *= 2
+        return normalize(text, self.normalize_config)
 
     # ------------------------------------------------------------ windows and logits
     def encode(self, texts: list[str], long_doc: LongDocConfig) -> Windows:
