@@ -60,14 +60,26 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _run_govtopic(model, docs, batch_size, threads, strategy, variant, queue):
+def _import_from(src: Path) -> None:
+    """Make ``import govtopic`` load the package under ``src`` (an editable install's finder would win over
+    sys.path)."""
+    import importlib.util
     import sys
 
+    init = src / "govtopic" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("govtopic", init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["govtopic"] = module
+    spec.loader.exec_module(module)
+    assert Path(module.__file__).resolve() == init.resolve(), module.__file__
+
+
+def _run_govtopic(model, docs, batch_size, threads, strategy, variant, queue):
     import torch
 
     torch.set_num_threads(threads)
     if variant not in ("lean", "transformers", "int8"):
-        sys.path.insert(0, variant)  # another govtopic source tree (--baseline)
+        _import_from(Path(variant))  # another govtopic source tree (--baseline)
     from govtopic import TopicClassifier
 
     clf = TopicClassifier(model, device="cpu", quantize=variant == "int8")
@@ -196,6 +208,14 @@ def main() -> None:
             f"labels on {agreement(lean['labels'], ref['labels']):.1%}, largest score difference "
             f"{max_score_diff(lean['scores'], ref['scores']):.1e}"
         )
+    if args.baseline:
+        for strategy, new in (("head", head), ("chunks", chunks)):
+            old = rows[f"baseline {strategy}"]
+            print(
+                f"{strategy}: {old['seconds'] / new['seconds']:.2f}x the baseline; same labels on "
+                f"{agreement(new['labels'], old['labels']):.1%}, largest score difference "
+                f"{max_score_diff(new['scores'], old['scores']):.1e}"
+            )
     if args.int8:
         print(
             f"int8 head: same label as fp32 on {agreement(rows['govtopic head, int8']['labels'], head['labels']):.1%}"

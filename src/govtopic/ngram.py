@@ -176,11 +176,14 @@ class NgramChannel:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise ModelLoadError(
                 f"{folder}: the n-gram channel ({WEIGHTS_FILE}, {VOCAB_FILE}) cannot be read: {err}. Copy the "
-                "folder again, or delete both files and set ngram_weight to 0 in config.json to use the "
-                "transformer alone."
+                "folder again, fit the channel again (python scripts/fit_ngram_channel.py MODEL_DIR), or delete "
+                "both files and set ngram_weight to 0 in config.json to use the transformer alone."
             ) from err
         if channel.coef.shape != (len(channel.classes), width) or channel.bias.shape != (len(channel.classes),):
-            raise ModelLoadError(f"{folder}: the n-gram channel's tensors do not match its vocabulary")
+            raise ModelLoadError(
+                f"{folder}: the n-gram channel's tensors do not match its vocabulary; fit it again with "
+                "python scripts/fit_ngram_channel.py MODEL_DIR"
+            )
         if not all(np.isfinite(t).all() for t in tensors.values()):
             raise ModelLoadError(f"{folder}: the n-gram channel holds non-finite values; the files are damaged")
         return channel
