@@ -1,7 +1,8 @@
 """Build the bundled sample data/ from ../shared/data, so the quickstart works on a fresh clone.
 
 Every regulation is kept (labelled and unlabelled, with its fixed split), its body cut at a sentence end
-near ``--max-chars`` characters; the 91 official Hebei documents are copied whole.
+near ``--max-chars`` characters; the 91 official Hebei documents and the portal-labelled ``official.jsonl.gz``
+are copied whole.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
             gz.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
     (out / "taxonomy.yaml").write_bytes((shared / "taxonomy.yaml").read_bytes())
     (out / "gold_dev.jsonl").write_bytes((shared / "gold_dev.jsonl").read_bytes())
+    (out / "official.jsonl.gz").write_bytes((shared / "official.jsonl.gz").read_bytes())
     print(f"{len(rows)} rows written to {target} ({target.stat().st_size / 1e6:.1f} MB)")
 
 
