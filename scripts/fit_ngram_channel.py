@@ -25,8 +25,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = saved_config(args.model_dir)
     data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed)
-    chosen = fit_ngram_channel(args.model_dir, data, cfg)
-    calibration = calibrate_folder(args.model_dir, data.validation, cfg) if len(data.validation) >= 2 else {}
+    chosen, logits = fit_ngram_channel(args.model_dir, data, cfg)
+    calibration = calibrate_folder(args.model_dir, data.validation, cfg, logits) if len(data.validation) >= 2 else {}
     print(f"n-gram channel written to {args.model_dir}: weight {chosen['weight']}")
     print(f"validation first-level accuracy by weight: {chosen.get('validation_l1_accuracy_by_weight')}")
     if calibration:

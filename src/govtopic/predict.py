@@ -27,7 +27,7 @@ from govtopic.ngram import WEIGHTS_FILE as NGRAM_FILE
 from govtopic.ngram import NgramChannel
 from govtopic.normalize import normalize
 from govtopic.record import ModelRecord
-from govtopic.titles import encode_documents, pool
+from govtopic.titles import encode_documents, pool, read_titles
 from govtopic.windows import UNREADABLE_SHARE, Windows, encode
 
 logger = logging.getLogger(__name__)
@@ -241,8 +241,8 @@ class TopicClassifier:
                 item["_rows"] = (rows, block, [windows.spans[r] for r in rows], is_title[rows])
             info.append(item)
         if ngram and self.ngram is not None and self.record.ngram_weight > 0:
-            used_titles = titles if long_doc.title != "none" else None
-            pooled += self.record.ngram_weight * self.ngram.full_scores(texts, used_titles, self.labels)
+            scores = self.ngram.full_scores(texts, read_titles(titles, long_doc), self.labels)
+            pooled += self.record.ngram_weight * scores
         return pooled, info
 
     # ------------------------------------------------------------ public
@@ -283,9 +283,8 @@ class TopicClassifier:
         show = progress if progress is not None else len(docs) >= _PROGRESS_FROM
         bar = _progress_bar(len(docs), show)
         clean = [self.normalize_for(t, cfg) for t in docs]
+        titles = read_titles(titles, cfg)
         clean_titles = [normalize(t, self.normalize_config) if t else "" for t in titles] if titles else None
-        if cfg.title == "none":
-            clean_titles = None
         todo = [i for i, t in enumerate(clean) if t.strip() or (clean_titles and clean_titles[i].strip())]
         for i in set(range(len(docs))) - set(todo):
             results[i] = _empty_result(docs[i] + (titles[i] if titles else ""))

@@ -22,6 +22,11 @@ from govtopic.windows import Windows, encode
 TITLE_TOKENS = 96
 
 
+def read_titles(titles: list[str] | None, cfg: LongDocConfig) -> list[str] | None:
+    """The titles the rule reads: None under ``title: none`` (or when there are none)."""
+    return titles if cfg.title != "none" else None
+
+
 def prepend(texts: list[str], titles: list[str]) -> list[str]:
     """Title and body joined by a line break (either may be empty)."""
     return ["\n".join(p for p in (t, b) if p.strip()) for t, b in zip(titles, texts)]
@@ -48,7 +53,7 @@ def encode_documents(
         >>> is_title.tolist()
         [True, False]
     """
-    titles = titles if titles is not None and cfg.title != "none" else [""] * len(texts)
+    titles = read_titles(titles, cfg) or [""] * len(texts)
     if cfg.title == "prepend":
         windows = encode(tokenizer, prepend(texts, titles), cfg, max_windows=max_windows)
         return windows, np.zeros(len(windows), dtype=bool)

@@ -18,6 +18,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from govtopic import __version__, runs
 from govtopic.config import Config, ConfigError
 from govtopic.data import LabelledData, load_labelled
@@ -337,30 +339,32 @@ def _test_figures(run_dir: Path) -> dict[str, float]:
     return {f"test_{k}": v for k, v in scalar_metrics(metrics).items()}
 
 
-def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> dict:
+def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> tuple[dict, np.ndarray | None]:
     """Fit the n-gram channel on the training split, choose its weight on the validation split (first-level
-    accuracy), and keep both in ``folder``. Returns what was chosen, for the run's report."""
+    accuracy), and keep both in ``folder``. Returns what was chosen, for the run's report, and the validation
+    documents' logits with the channel mixed in (None without a validation split), so that calibration need
+    not run the model over the validation split again."""
     from govtopic.evaluation import update_record
     from govtopic.ngram import NgramChannel, choose_weight
     from govtopic.predict import TopicClassifier
+    from govtopic.titles import read_titles
 
-    titles = data.train.titles if cfg.long_doc.title != "none" else None
-    channel = NgramChannel(seed=cfg.train.seed).fit(data.train.texts, data.train.labels, titles)
+    channel = NgramChannel(seed=cfg.train.seed).fit(
+        data.train.texts, data.train.labels, read_titles(data.train.titles, cfg.long_doc)
+    )
     channel.save(folder)
     if not len(data.validation):
         logger.warning("no validation split: the n-gram channel keeps weight 1.0 without a check")
         update_record(folder, ngram_weight=1.0)
-        return {"weight": 1.0}
+        return {"weight": 1.0}, None
     clf = TopicClassifier(folder)
-    val_titles = data.validation.titles if cfg.long_doc.title != "none" else None
-    logits, _ = clf.document_logits(
-        data.validation.texts, clf.long_doc, cfg.eval.batch_size, titles=data.validation.titles, ngram=False
-    )
-    scores = channel.full_scores(data.validation.texts, val_titles, clf.labels)
-    weight, tried = choose_weight(logits, scores, data.validation.labels, clf.labels)
+    val = data.validation
+    logits, _ = clf.document_logits(val.texts, clf.long_doc, cfg.eval.batch_size, titles=val.titles, ngram=False)
+    scores = channel.full_scores(val.texts, read_titles(val.titles, clf.long_doc), clf.labels)
+    weight, tried = choose_weight(logits, scores, val.labels, clf.labels)
     update_record(folder, ngram_weight=weight)
     logger.info("n-gram channel weight %.2f (validation first-level accuracy by weight: %s)", weight, tried)
-    return {"weight": weight, "validation_l1_accuracy_by_weight": tried}
+    return {"weight": weight, "validation_l1_accuracy_by_weight": tried}, logits + weight * scores
 
 
 def finish(
@@ -399,10 +403,11 @@ def finish(
             f" at step {training['best_step']} of {training['steps']}"
             + (", stopped early)" if training.get("stopped_early") else ")")
         )
+    validation_logits = None
     if cfg.model.ngram_channel:
-        meta["ngram_channel"] = fit_ngram_channel(staging, data, cfg)
+        meta["ngram_channel"], validation_logits = fit_ngram_channel(staging, data, cfg)
     if cfg.eval.calibrate and len(data.validation) >= 2:
-        meta["calibration"] = calibrate_folder(staging, data.validation, cfg)
+        meta["calibration"] = calibrate_folder(staging, data.validation, cfg, validation_logits)
     if cfg.train.evaluate_after and len(data.test):
         evaluate_split(
             staging,
