@@ -288,3 +288,57 @@ def _make_writable(path: Path) -> None:
         path.chmod(0o644)
     else:
         subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+# ------------------------------------------------------------------ folders govtopic writes whole
+def _user_folder(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes", encoding="utf-8")
+    (folder / "metrics.json").write_text('{"mine": 1}', encoding="utf-8")
+    return folder, {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _labelled_file(tmp_path):
+    from conftest import LABELS
+
+    rows = [{"id": f"d{i}", "text": f"医院卫生管理第{i}条", "label": LABELS[i % len(LABELS)]} for i in range(6)]
+    path = tmp_path / "gold.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_evaluate_never_writes_into_a_folder_of_the_users_files(tiny_model_dir, tmp_path):
+    from govtopic.evaluation import evaluate
+    from govtopic.fsutil import FileSafetyError
+
+    folder, before = _user_folder(tmp_path)
+    with pytest.raises(FileSafetyError, match=r"holds files govtopic did not write \(metrics.json, notes.txt\)"):
+        evaluate(tiny_model_dir, _labelled_file(tmp_path), folder, split=None, baseline=False)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # a new folder is govtopic's from then on: evaluating into it again works
+    fresh = tmp_path / "report"
+    for _ in range(2):
+        evaluate(tiny_model_dir, _labelled_file(tmp_path), fresh, split=None, baseline=False)
+    assert (fresh / "report.html").is_file()
+
+
+def test_review_queue_never_writes_into_a_folder_of_the_users_files(tiny_model_dir, tmp_path):
+    from govtopic.fsutil import FileSafetyError
+    from govtopic.labelstudio import write_review_queue
+
+    folder, before = _user_folder(tmp_path)
+    with pytest.raises(FileSafetyError, match="will not write its review queue there"):
+        write_review_queue(str(tiny_model_dir), [str(_labelled_file(tmp_path))], str(folder))
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_export_never_replaces_a_users_folder_that_holds_a_model_onnx(tiny_model_dir, tmp_path):
+    from govtopic.export import export_onnx
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"my own graph")
+    with pytest.raises(ValueError, match="is not an earlier export"):
+        export_onnx(tiny_model_dir, folder)
+    assert (folder / "model.onnx").read_bytes() == b"my own graph"

@@ -12,7 +12,7 @@ import numpy as np
 from govtopic.calibration import fit_temperature, softmax
 from govtopic.config import Config, load_config
 from govtopic.data import Split, load_eval_file, load_labelled
-from govtopic.fsutil import atomic_write_text
+from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import SEP
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
 from govtopic.predict import TopicClassifier
@@ -42,6 +42,15 @@ def model_scheme(model_dir: str | Path, cfg: Config):
     return LabelScheme(taxonomy, label_map, "error", cfg.data.label_level)
 
 
+def _older_report(path: Path) -> bool:
+    """A report folder written before folders were marked: its metrics.json is a govtopic report."""
+    try:
+        record = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"metrics", "meta"} <= set(record)
+
+
 def _label_indices(labels: list[str | None], names: list[str]) -> np.ndarray:
     index = {n: i for i, n in enumerate(names)}
     return np.array([index.get(y, -1) for y in labels])
@@ -56,10 +65,13 @@ def update_record(model_dir: str | Path, **changes) -> None:
     atomic_write_text(config_path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
 
 
-def calibrate_folder(model_dir: Path, validation: Split, cfg: Config) -> dict:
-    """Fit a temperature on the validation split and store it in the folder's config.json."""
+def calibrate_folder(model_dir: Path, validation: Split, cfg: Config, logits: np.ndarray | None = None) -> dict:
+    """Fit a temperature on the validation split and store it in the folder's config.json.
+
+    ``logits``: the folder's document logits for ``validation`` when the caller already has them."""
     clf = TopicClassifier(model_dir)
-    logits, _ = clf.document_logits(validation.texts, clf.long_doc, cfg.eval.batch_size, titles=validation.titles)
+    if logits is None:
+        logits, _ = clf.document_logits(validation.texts, clf.long_doc, cfg.eval.batch_size, titles=validation.titles)
     # First-level-only rows have no single class to calibrate against; the temperature is fitted on the others.
     y = _label_indices(validation.labels, clf.labels)
     known = y >= 0
@@ -185,8 +197,8 @@ def evaluate_split(
     (learning curves and the chosen checkpoint, from govtopic.training) adds a section to the report."""
     from govtopic.report import render_model_card, write_report
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Before any work: the report folder must be new, empty, or an earlier report (never the user's files).
+    out_dir = claim_folder(out_dir, "evaluation report", "--output", legacy=_older_report)
     clf = TopicClassifier(model_dir)
     ld = clf.long_doc if long_doc is None else type(clf.long_doc)(**{**clf.long_doc.__dict__, "strategy": long_doc})
     started = time.time()

@@ -9,6 +9,7 @@ the label map and the long-document settings travel with it. Needs the optional 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from govtopic.fsutil import replace_dir
+from govtopic.fsutil import mark_folder, owns_folder, replace_dir
 from govtopic.modeling import ModelLoadError
 from govtopic.normalize import normalize
 from govtopic.predict import TopicClassifier
@@ -83,6 +84,7 @@ def export_onnx(
                 shutil.copy2(model_dir / name, staging / name)
         session = ort.InferenceSession(str(staging / ONNX_NAME), providers=["CPUExecutionProvider"])
         check = compare(clf, session, DEFAULT_CHECK_DOCS if check_docs is None else check_docs)
+        mark_folder(staging, EXPORT_KIND)
         replace_dir(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -118,15 +120,30 @@ def _check_arguments(model_dir: Path, output_dir: Path, opset: int) -> None:
             f"output_dir {output_dir} holds the model folder {model_dir} and would replace it; export to "
             f"another folder, e.g. {model_dir}-onnx"
         )
-    if output_dir.exists() and not (output_dir / ONNX_NAME).is_file():
+    if output_dir.exists() and not _earlier_export(output_dir):
         # output_dir is replaced as a whole: never a folder that is not an earlier export.
         raise ValueError(
-            f"output_dir {output_dir} exists and holds no {ONNX_NAME}, so it is not an earlier export; "
-            "pass a new folder or remove this one"
+            f"output_dir {output_dir} exists and is not an earlier export (no {ONNX_NAME} with its govtopic "
+            "config.json); pass a new folder or remove this one"
         )
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be at least {MIN_OPSET} (attention has no ONNX form before it), got {opset}")
     _check_links(model_dir)
+
+
+def _earlier_export(path: Path) -> bool:
+    """An export govtopic wrote: its marker, or (written before exports were marked) model.onnx beside a
+    config.json that holds a govtopic record."""
+    if owns_folder(path, EXPORT_KIND):
+        return True
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (path / ONNX_NAME).is_file() and isinstance(config, dict) and "govtopic" in config
+
+
+EXPORT_KIND = "onnx export"
 
 
 def _check_links(model_dir: Path) -> None:

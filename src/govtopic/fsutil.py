@@ -211,3 +211,49 @@ def _lock(fd: int, path: Path, what: str, option: str) -> None:
 def release_output(path: Path) -> None:
     """Remove the sidecar of a govtopic output that is gone (a merged part): call only once nobody holds it."""
     sidecar(path).unlink(missing_ok=True)
+
+
+# A folder govtopic writes whole (a report, a review queue, an export) carries this file, so a later run knows
+# the folder is its own and a folder of the user's files is never written into.
+FOLDER_MARKER = ".govtopic-output.json"
+
+
+def owns_folder(path: Path, kind: str) -> bool:
+    """Whether ``path`` holds govtopic's marker for a folder of this ``kind``."""
+    try:
+        marker = json.loads((path / FOLDER_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("kind") == kind
+
+
+def mark_folder(path: Path, kind: str) -> None:
+    atomic_write_text(path / FOLDER_MARKER, json.dumps({"kind": kind, "written_by": "govtopic"}) + "\n")
+
+
+def claim_folder(path: str | Path, kind: str, option: str = "", legacy: Callable[[Path], bool] | None = None) -> Path:
+    """Make ``path`` a folder govtopic may write its ``kind`` of output into, or refuse it.
+
+    A missing or empty folder is created and marked; a folder govtopic marked for the same kind is reused;
+    ``legacy`` recognises such a folder written by an older govtopic (it is then marked). Anything else, e.g.
+    a folder of the user's own files, is a ``FileSafetyError`` naming it and the fix: nothing in it is touched.
+
+    Example:
+        >>> claim_folder("runs/x/eval", "evaluation report", "--output")
+        PosixPath('runs/x/eval')
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileSafetyError(f"{path} is a file, not a folder: choose a folder{_via(option)}")
+    if path.is_dir() and not owns_folder(path, kind):
+        entries = sorted(p.name for p in path.iterdir())
+        if entries and not (legacy is not None and legacy(path)):
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise FileSafetyError(
+                f"folder {path} holds files govtopic did not write ({shown}), so govtopic will not write its "
+                f"{kind} there: choose a new or empty folder{_via(option)}"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    if not owns_folder(path, kind):
+        mark_folder(path, kind)
+    return path

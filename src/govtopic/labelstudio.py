@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from govtopic.fsutil import atomic_write_text
+from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import SEP, l1
 from govtopic.review import describe
 
@@ -129,6 +129,14 @@ def _chunks(records, size: int) -> Iterator[list]:
         yield chunk
 
 
+def _older_queue(path: Path) -> bool:
+    """A queue folder written before folders were marked: exactly the files a queue holds."""
+    return {p.name for p in path.iterdir()} <= set(QUEUE_FILES)
+
+
+QUEUE_FILES = ("queue.jsonl", "label_studio_tasks.json", "label_studio_config.xml")
+
+
 def write_review_queue(
     model_dir: str,
     inputs: list[str],
@@ -160,6 +168,9 @@ def write_review_queue(
     from govtopic.batch import Columns, check_inputs, iter_records
     from govtopic.evaluation import saved_config
     from govtopic.predict import TopicClassifier
+
+    # Before any work: the queue folder must be new, empty, or an earlier queue (never a folder of the user's).
+    claim_folder(output_dir, "review queue", "--output", legacy=_older_queue)
 
     check_inputs(inputs)
     clf = TopicClassifier(model_dir)
