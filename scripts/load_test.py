@@ -90,7 +90,7 @@ def _free_port() -> int:
 class Server:
     """``govtopic serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, model: str, max_batch_size: int, max_wait_ms: float):
+    def __init__(self, model: str, max_batch_size: int, max_wait_ms: float, batch_size: int):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
@@ -107,6 +107,8 @@ class Server:
             str(max_batch_size),
             "--max-wait-ms",
             str(max_wait_ms),
+            "--batch-size",
+            str(batch_size),
             "--max-queue",
             "4096",
             "--device",
@@ -167,10 +169,12 @@ async def _load(url: str, docs: list[dict], concurrency: int, time_limit: float)
     }
 
 
-def serve_rows(model: str, docs: list[dict], levels: list[int], batch: int, wait: float, limit: float) -> list[dict]:
+def serve_rows(
+    model: str, docs: list[dict], levels: list[int], batch: int, wait: float, limit: float, batch_size: int
+) -> list[dict]:
     rows = []
     label = f"server, batches of up to {batch}" if batch > 1 else "server, no batching (max batch 1)"
-    with Server(model, batch, wait) as server:
+    with Server(model, batch, wait, batch_size) as server:
         for concurrency in levels:
             result = asyncio.run(_load(server.url, docs, concurrency, limit))
             rows.append({"mode": label, "concurrency": concurrency, **result})
@@ -206,8 +210,9 @@ def main() -> None:
     docs = load_docs(args.docs)
     print(f"{len(docs)} documents from the test splits of {', '.join(s.name for s in SOURCES)}", flush=True)
     rows = in_process(args.model, docs, args.batch_size)
-    rows += serve_rows(args.model, docs, args.concurrency, args.max_batch_size, args.max_wait_ms, args.time_limit)
-    rows += serve_rows(args.model, docs, args.concurrency, 1, 0.0, args.time_limit)
+    settings = (args.time_limit, args.batch_size)
+    rows += serve_rows(args.model, docs, args.concurrency, args.max_batch_size, args.max_wait_ms, *settings)
+    rows += serve_rows(args.model, docs, args.concurrency, 1, 0.0, *settings)
     print(table(rows))
 
     def rate(mode_start: str, concurrency) -> float:

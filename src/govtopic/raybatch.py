@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -121,7 +122,8 @@ def predict_ray(
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         rows = _rows(todo, _columns(model, text_column, title_column, id_column))
-        expected = {i: sum(r["file"] == str(f) for r in rows) for i, f in enumerate(todo)}
+        per_file = Counter(r["file"] for r in rows)
+        expected = {i: per_file[str(f)] for i, f in enumerate(todo)}
         options = {"batch_size": batch_size, "top_k": top_k, "long_doc": long_doc}
         if num_gpus:
             options["device"] = "cuda"
@@ -148,11 +150,13 @@ def _run(rows, todo, expected, output, model, options, actors, num_cpus, num_gpu
     )
     index = {str(f): i for i, f in enumerate(todo)}
     pending: dict[int, list[pd.DataFrame]] = {}
+    received: Counter = Counter()
     for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
         for name, part in batch.groupby("file", sort=False):
             i = index[name]
             pending.setdefault(i, []).append(part)
-            if sum(len(p) for p in pending[i]) == expected[i]:
+            received[i] += len(part)
+            if received[i] == expected[i]:
                 _write(pd.concat(pending.pop(i)), output_path(output, todo[i]), counts)
     for i in [i for i, n in expected.items() if n == 0]:  # a file with no rows still gets its (empty) output
         _write(

@@ -185,9 +185,10 @@ class Batcher:
         }
         try:
             return list(self.predict_fn(docs, **options))
-        except Exception:  # noqa: BLE001 - find the document(s) at fault; the others still get answers
-            if len(docs) == 1:
-                return [self._one(docs[0], options)]
+        except Exception as err:  # noqa: BLE001 - find the document(s) at fault; the others still get answers
+            if len(docs) == 1:  # the fault is this document's: no need to predict it again
+                logger.exception("a document failed")
+                return [err]
             return [self._one(doc, options) for doc in docs]
 
     def _one(self, doc, options: dict):
