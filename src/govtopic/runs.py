@@ -19,6 +19,7 @@ the folder as it was.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -191,8 +192,16 @@ def _file_settings(flat: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _sha256(path: Path) -> str:
+    """The file's sha256; a run asks for it twice (the marker, then the model record), so it is read once for
+    as long as the file keeps its size and modification time."""
+    info = path.stat()
+    return _sha256_of(str(path.resolve()), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
