@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -197,3 +199,48 @@ def lean_forward(model) -> LeanForward | None:
                 lean = None
         _LEAN[model] = lean
         return lean
+
+
+@torch.inference_mode()
+def batched_logits(
+    model, input_ids: list, n_labels: int, batch_size: int, pad: int, dtype=None, lean: LeanForward | None = None
+) -> np.ndarray:
+    """Logits of every window (rows in window order): windows whose token ids repeat an earlier one are computed
+    once, the rest batched longest first and padded per batch only to its own longest window.
+
+    Args:
+        model: the sequence classifier (its device is used).
+        input_ids: each window's token ids, [CLS] and [SEP] included.
+        n_labels: outputs of the classifier.
+        batch_size: windows per forward pass.
+        pad: the padding token id.
+        dtype: autocast dtype (``govtopic.modeling.autocast_dtype``), None for full precision.
+        lean: the lean forward to use (``lean_forward(model)``), None for the model's own.
+
+    Example:
+        >>> batched_logits(model, windows.input_ids, 22, 32, tokenizer.pad_token_id).shape
+        (len(windows), 22)
+    """
+    device = next(model.parameters()).device
+    first: dict[tuple[int, ...], int] = {}
+    source = np.array([first.setdefault(tuple(ids), i) for i, ids in enumerate(input_ids)], dtype=np.int64)
+    unique = np.flatnonzero(source == np.arange(len(source)))
+    lengths = np.array([len(input_ids[i]) for i in unique], dtype=np.int64)
+    order = unique[np.argsort(-lengths, kind="stable")]
+    out = np.zeros((len(input_ids), n_labels), dtype=np.float32)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        sizes = np.array([len(input_ids[i]) for i in idx])
+        ids = np.full((len(idx), sizes.max()), pad, dtype=np.int64)
+        for row, i in enumerate(idx):
+            ids[row, : sizes[row]] = input_ids[i]
+        ids_t = torch.from_numpy(ids).to(device)
+        with autocast:
+            if lean is not None:
+                logits = lean(ids_t, torch.from_numpy(sizes).to(device))
+            else:
+                mask = torch.from_numpy((np.arange(ids.shape[1])[None, :] < sizes[:, None]).astype(np.int64))
+                logits = model(input_ids=ids_t, attention_mask=mask.to(device)).logits
+        out[idx] = logits.float().cpu().numpy()
+    return out[source]

@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -177,34 +176,13 @@ class TopicClassifier:
         computed once. The forward pass is ``govtopic.forward``'s lean one where the model allows it (checked
         against the model's own when first used), else the model's.
         """
-        from govtopic.forward import lean_forward  # imported here: this method is its only user
+        from govtopic.forward import batched_logits, lean_forward  # imported here: this method is their only user
 
-        first: dict[tuple[int, ...], int] = {}
-        source = np.array([first.setdefault(tuple(ids), i) for i, ids in enumerate(windows.input_ids)], dtype=np.int64)
-        unique = np.flatnonzero(source == np.arange(len(source)))
-        lengths = np.array([len(windows.input_ids[i]) for i in unique], dtype=np.int64)
-        order = unique[np.argsort(-lengths, kind="stable")]
-        out = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
-        dtype = autocast_dtype(self.device, self.precision)
-        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
-        pad = self.tokenizer.pad_token_id or 0
         # A compiled or otherwise replaced forward is the caller's choice: keep it.
         lean = lean_forward(self.model) if "forward" not in vars(self.model) else None
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            sizes = np.array([len(windows.input_ids[i]) for i in idx])
-            ids = np.full((len(idx), sizes.max()), pad, dtype=np.int64)
-            for row, i in enumerate(idx):
-                ids[row, : sizes[row]] = windows.input_ids[i]
-            ids_t = torch.from_numpy(ids).to(self.device)
-            with autocast:
-                if lean is not None:
-                    logits = lean(ids_t, torch.from_numpy(sizes).to(self.device))
-                else:
-                    mask = torch.from_numpy((np.arange(ids.shape[1])[None, :] < sizes[:, None]).astype(np.int64))
-                    logits = self.model(input_ids=ids_t, attention_mask=mask.to(self.device)).logits
-            out[idx] = logits.float().cpu().numpy()
-        return out[source]
+        dtype = autocast_dtype(self.device, self.precision)
+        pad = self.tokenizer.pad_token_id or 0
+        return batched_logits(self.model, windows.input_ids, len(self.labels), batch_size, pad, dtype, lean)
 
     def document_logits(
         self,

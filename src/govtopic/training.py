@@ -285,7 +285,9 @@ def _validation_plan(cfg: Config, data: LabelledData, tokenizer, n_windows: int)
     if tr.early_stopping_patience and planned is not None and tr.early_stopping_patience >= planned:
         raise ConfigError([patience_problem(tr.early_stopping_patience, planned)])
     every = tr.eval_steps or tr.save_steps or steps_per_epoch
-    scorer = ValidationScorer(tokenizer, data.validation, data.label_names, cfg.long_doc, tr.eval_batch_size)
+    scorer = ValidationScorer(
+        tokenizer, data.validation, data.label_names, cfg.long_doc, tr.eval_batch_size, tr.precision
+    )
     logger.info("validation: %d documents scored every %d steps (best by %s)", len(scorer), every, tr.best_metric)
     return scorer, every
 

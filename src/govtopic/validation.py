@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -112,6 +111,7 @@ class ValidationScorer:
         labels: the model's label names in output order.
         long_doc: the run's ``LongDocConfig`` (prediction windows: ``max_windows``, not ``train_max_windows``).
         batch_size: windows per forward pass.
+        precision: the run's ``train.precision`` (half precision on GPUs, as prediction uses it).
 
     Example:
         >>> scorer = ValidationScorer(tokenizer, data.validation, data.label_names, cfg.long_doc, 64)
@@ -119,10 +119,11 @@ class ValidationScorer:
         0.81
     """
 
-    def __init__(self, tokenizer, split, labels: list[str], long_doc, batch_size: int):
+    def __init__(self, tokenizer, split, labels: list[str], long_doc, batch_size: int, precision: str = "auto"):
         from govtopic.titles import encode_documents
 
         self.split, self.labels, self.long_doc, self.batch_size = split, list(labels), long_doc, batch_size
+        self.precision = precision
         self.pad = tokenizer.pad_token_id or 0
         self.windows, self.is_title = encode_documents(tokenizer, split.texts, split.titles, long_doc)
         counts = np.bincount(self.windows.doc_index, minlength=len(split))
@@ -131,26 +132,14 @@ class ValidationScorer:
     def __len__(self) -> int:
         return len(self.split)
 
-    @torch.inference_mode()
     def window_logits(self, model) -> np.ndarray:
-        """Logits of every window, batched longest first and padded per batch (as prediction does)."""
-        ids_list = self.windows.input_ids
-        order = np.argsort([-len(ids) for ids in ids_list], kind="stable")
-        out = np.zeros((len(ids_list), len(self.labels)), dtype=np.float32)
-        device = next(model.parameters()).device
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b : b + self.batch_size]
-            longest = max(len(ids_list[i]) for i in idx)
-            ids = torch.full((len(idx), longest), self.pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), longest), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(ids_list[i])] = torch.as_tensor(ids_list[i])
-                mask[row, : len(ids_list[i])] = 1
-            with autocast:
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            out[idx] = logits.float().cpu().numpy()
-        return out
+        """Logits of every window, batched as prediction batches them (``govtopic.forward.batched_logits``)
+        with the run's precision; the live model's own forward (it is training)."""
+        from govtopic.forward import batched_logits
+        from govtopic.modeling import autocast_dtype
+
+        dtype = autocast_dtype(next(model.parameters()).device, self.precision)
+        return batched_logits(model, self.windows.input_ids, len(self.labels), self.batch_size, self.pad, dtype)
 
     def document_logits(self, model) -> np.ndarray:
         from govtopic.titles import pool
