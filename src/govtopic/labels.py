@@ -24,6 +24,13 @@ def l1(label: str) -> str:
     return label.split(SEP, 1)[0]
 
 
+def is_full_label(label: str, model_labels) -> bool:
+    """Whether a gold label is scored at the full level: a two-level label, or a first-level class the model
+    has as a class of its own (其他, which has no second level). Other first-level-only labels count at the
+    first level only."""
+    return SEP in label or label in model_labels
+
+
 def parse_label(raw: object) -> str | None:
     """Canonical ``一级\\二级`` (or ``一级``) from any accepted spelling; None for a missing label."""
     if raw is None:
@@ -241,10 +248,6 @@ class LabelScheme:
         if SEP not in label:
             return [i for i, y in enumerate(model_labels) if l1(y) == label]
         return []
-
-    def depth(self, label: str, model_labels: list[str]) -> str:
-        """``"full"`` when a row's label can be scored as a full label, else ``"l1"``."""
-        return "full" if SEP in label or label in model_labels else "l1"
 
     # ------------------------------------------------------------ decoding and the model record
     @staticmethod

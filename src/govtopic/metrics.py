@@ -16,15 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-try:
-    from govtopic.labels import l1 as _l1
-except ImportError:  # labels.py is written in parallel; metrics must work without it.
-
-    def _l1(label: str) -> str:
-        return label.split("\\", 1)[0]
-
-
-SEP = "\\"
+from govtopic.labels import SEP, is_full_label
+from govtopic.labels import l1 as _l1
 
 
 def first_level_probs(probs: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -120,7 +113,7 @@ def compute_metrics(
     # a gold set written at the first level throughout has no full-label figures at all.
     known = set(labels)
     two_level = any(SEP in y for y in gold) or not any(SEP in x for x in labels)
-    deep = [i for i, y in enumerate(gold) if SEP in y or y in known] if two_level else []
+    deep = [i for i, y in enumerate(gold) if is_full_label(y, known)] if two_level else []
     out["n_full"] = len(deep)
     if not deep:
         notes.append(

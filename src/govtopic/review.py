@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from govtopic.labels import SEP, hierarchical_decode, l1
+from govtopic.labels import SEP, hierarchical_decode, is_full_label, l1
 
 # Margins tried when none is given: 0 turns the close-second rule off.
 MARGIN_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
@@ -200,7 +200,7 @@ def fit_thresholds(
     gold_l1 = np.array([l1(y) for y in gold], dtype=object)
     gold_full = np.array(gold, dtype=object)
     known = set(labels)
-    full_rows = np.array([SEP in y or y in known for y in gold])
+    full_rows = np.array([is_full_label(y, known) for y in gold])
     best = None
     for m in [margin] if margin is not None else MARGIN_GRID:
         th, why = _fit(s, gold_l1, gold_full, full_rows, labels, float(precision), m, min_docs)
@@ -421,7 +421,7 @@ def risk_coverage(
     s = scores(probs, labels)
     gold_l1 = np.array([l1(y) for y in gold], dtype=object)
     known = set(labels)
-    deep = np.array([SEP in y or y in known for y in gold], dtype=bool)
+    deep = np.array([is_full_label(y, known) for y in gold], dtype=bool)
     hit_full = s["full"] == np.array(gold, dtype=object)
     return {
         "l1": _curve(s["score_l1"], s["l1"] == gold_l1, precisions, points),
