@@ -13,7 +13,7 @@ from govtopic.calibration import fit_temperature, softmax
 from govtopic.config import Config, load_config
 from govtopic.data import Split, load_eval_file, load_labelled
 from govtopic.fsutil import atomic_write_text, claim_folder
-from govtopic.labels import SEP
+from govtopic.labels import LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
 from govtopic.predict import TopicClassifier
 from govtopic.review import add_risk_coverage
@@ -31,7 +31,6 @@ def saved_config(model_dir: str | Path) -> Config:
 def model_scheme(model_dir: str | Path, cfg: Config):
     """The label scheme a model learnt with: the taxonomy of its config (when the file is here) and the label
     map kept in the model folder, so gold labels are read exactly as the training labels were."""
-    from govtopic.labels import LabelMap, LabelScheme, Taxonomy
 
     record = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("govtopic") or {}
     kept = record.get("label_scheme") or {}
@@ -103,19 +102,16 @@ def _baseline(train_split: Split | None, cfg: Config):
     if train_split is None or not cfg.eval.baseline:
         return None, False
     from govtopic.baseline import TfidfBaseline
-    from govtopic.labels import l1
 
-    # Rows labelled at the first level only, of a level that has full labels too (其他 alone is a full label).
+    # Rows labelled at the first level only, of a level that has full labels too: labels that are not classes.
     present = {y for y in train_split.labels if y}
-    levels = {l1(y) for y in present if SEP in y}
-    mixed = any(SEP not in y and y in levels for y in present)
+    mixed = not present <= set(LabelScheme().model_labels(list(present)))
     labels = [l1(y) if mixed and y else y for y in train_split.labels]
     base = TfidfBaseline(seed=cfg.train.seed).fit(prepend(train_split.texts, train_split.titles), labels)
     return base, mixed
 
 
 def _baseline_probs(base, mixed: bool, split: Split, labels: list[str]) -> np.ndarray:
-    from govtopic.labels import l1
 
     texts = prepend(split.texts, split.titles)
     if not mixed:
@@ -167,7 +163,6 @@ def _plots(
     bins_after: list,
     ece: tuple[float, float],
 ) -> dict[str, Path]:
-    from govtopic.labels import hierarchical_decode, l1
     from govtopic.plots import plot_confusion_matrix, plot_per_class_f1, plot_reliability, setup_cjk_font
 
     setup_cjk_font()
