@@ -120,16 +120,19 @@ def _add_review_parsers(sub) -> None:
 
 
 def _calibrate_thresholds(args) -> int:
-    from govtopic.fsutil import atomic_write_text
+    from govtopic.fsutil import check_claimable, write_output_text
     from govtopic.review import calibrate_thresholds, format_report
 
+    if args.output:  # before any work: never over a file govtopic did not write
+        check_claimable(Path(args.output), "coverage report", "--output")
     split = None if args.split == "all" else args.split
     report = calibrate_thresholds(
         args.model_dir, args.data_file, args.precision, split, margin=args.margin, min_docs=args.min_docs
     )
     print(format_report(report))
     if args.output:
-        atomic_write_text(Path(args.output), json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        text = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
+        write_output_text(args.output, text, "coverage report", "--output")
         print(f"coverage report: {args.output}")
     print(f"thresholds stored in {Path(args.model_dir) / 'config.json'} (govtopic.thresholds)")
     return 0

@@ -257,3 +257,12 @@ def claim_folder(path: str | Path, kind: str, option: str = "", legacy: Callable
     if not owns_folder(path, kind):
         mark_folder(path, kind)
     return path
+
+
+def write_output_text(path: str | Path, text: str, what: str, option: str = "") -> Path:
+    """Write a small govtopic output file (a report, a config) whole, only where ``claim_output`` allows: never
+    over a file govtopic did not write. Call ``check_claimable`` first when the work before it is long."""
+    path = Path(path)
+    with claim_output(path, what, option):
+        atomic_write_text(path, text)
+    return path

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from govtopic.config import Config, ConfigError, from_dict, load_config
+from govtopic.fsutil import check_claimable, claim_folder, write_output_text
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ def tune(
     values = base.to_dict()
     tune_dir = Path(f"{str(base.output_dir).rstrip('/')}-tune")
     metric = base.train.best_metric
+    # Before any trial: the best config and the tuning folder never replace files govtopic did not write.
+    best_path = Path(output) if output else tune_dir / "best.yaml"
+    check_claimable(best_path, "best config", "--output")
+    claim_folder(tune_dir, "tuning run", "output_dir")
 
     def objective(trial) -> float:
         dotted = search_space(trial, base)
@@ -117,11 +122,11 @@ def tune(
     best = study.best_trial
     best_values = _with(values, best.user_attrs["settings"])
     best_values["train"]["overwrite"] = False
-    path = Path(output) if output else tune_dir / "best.yaml"
+    path = best_path
     from_dict(best_values, str(path))  # the written config is a valid one
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# govtopic tune: best validation {metric} {best.value:.4f} of {len(study.trials)} trial(s)\n"
-    path.write_text(header + yaml.safe_dump(best_values, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    text = header + yaml.safe_dump(best_values, allow_unicode=True, sort_keys=False)
+    write_output_text(path, text, "best config", "--output")
     summary = [
         {"number": t.number, "value": t.value, "settings": t.user_attrs.get("settings"), "state": t.state.name}
         for t in study.trials
