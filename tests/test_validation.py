@@ -13,7 +13,8 @@ from conftest import synthetic_config, tiny_config
 from govtopic import load_config, train
 from govtopic.config import ConfigError
 from govtopic.metrics import compute_metrics
-from govtopic.validation import METRICS, learning_curves, scalar_metrics
+from govtopic.schedule import METRICS
+from govtopic.validation import learning_curves, scalar_metrics
 
 
 def _curves(run_dir):

@@ -121,7 +121,8 @@ def _add_review_parsers(sub) -> None:
 
 def _calibrate_thresholds(args) -> int:
     from govtopic.fsutil import check_claimable, write_output_text
-    from govtopic.review import calibrate_thresholds, format_report
+    from govtopic.evaluation import calibrate_thresholds
+    from govtopic.review import format_report
 
     if args.output:  # before any work: never over a file govtopic did not write
         check_claimable(Path(args.output), "coverage report", "--output")

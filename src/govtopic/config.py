@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from govtopic.normalize import NormalizeConfig
+from govtopic.schedule import check_validation
 
 
 class ConfigError(ValueError):
@@ -174,7 +175,7 @@ class TrainConfig:
     validate: bool = True
     # Evaluate (and checkpoint) every this many steps; 0: train.save_steps when set, else once per epoch.
     eval_steps: int = 0
-    # The validation figure that picks the best checkpoint (govtopic.validation.METRICS lists the names).
+    # The validation figure that picks the best checkpoint (govtopic.schedule.METRICS lists the names).
     best_metric: str = "l1_macro_f1"
     # Stop after this many evaluations without a better best_metric; null: train every step.
     early_stopping_patience: int | None = None
@@ -431,9 +432,8 @@ def _check_values(cfg: Config, problems: list[str]) -> None:
 
 
 def _check_training_checks(cfg: Config, problems: list[str]) -> None:
-    """Validation, early stopping and tracker settings (govtopic.validation and govtopic.tracking own them)."""
+    """Validation, early stopping and tracker settings (govtopic.schedule and govtopic.tracking own them)."""
     from govtopic.tracking import check_trackers
-    from govtopic.validation import check_validation
 
     check_validation(cfg, problems)
     check_trackers(cfg.train.report_to, problems)

@@ -11,12 +11,12 @@ import numpy as np
 
 from govtopic.calibration import fit_temperature, softmax
 from govtopic.config import Config, load_config
-from govtopic.data import Split, load_eval_file, load_labelled
+from govtopic.data import DataError, Split, load_eval_file, load_labelled
 from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
 from govtopic.predict import TopicClassifier
-from govtopic.review import add_risk_coverage
+from govtopic.review import add_risk_coverage, fit_thresholds
 from govtopic.titles import prepend
 
 logger = logging.getLogger(__name__)
@@ -290,3 +290,52 @@ def evaluate(
     out = Path(output_dir) if output_dir else Path(model_dir).parent / "eval" / Path(data_file).name.split(".")[0]
     meta = {"data_file": str(data_file), "split": split}
     return evaluate_split(Path(model_dir), data, out, cfg, train_split, meta, long_doc=long_doc)
+
+
+def calibrate_thresholds(
+    model_dir: str,
+    data_file: str | None = None,
+    precision: float = 0.95,
+    split: str | None = "validation",
+    margin: float | None = None,
+    min_docs: int = 5,
+    batch_size: int = 32,
+) -> dict:
+    """Fit thresholds on labelled documents and store them in the model folder's record (config.json).
+
+    Args:
+        model_dir: the model folder.
+        data_file: a labelled JSONL/CSV/Parquet file (its ``split`` rows when it has a split column); None reads
+            the model's own training sources (its saved config) and takes their validation split.
+        precision: the precision wanted among the documents no person sees.
+        split: which rows of ``data_file`` to use (None: every row).
+        margin, min_docs: see ``review.fit_thresholds``.
+        batch_size: windows per forward pass.
+
+    Returns:
+        The report of ``review.fit_thresholds`` with ``documents`` and ``data`` added.
+
+    Example:
+        >>> report = calibrate_thresholds("runs/quickstart/model", precision=0.95)
+        >>> report["full"]["overall"]["coverage"]
+        0.62
+    """
+    cfg = saved_config(model_dir)
+    if data_file is None:
+        data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
+        where = "the validation split of the model's training sources"
+        if not len(data):
+            raise DataError(
+                f"{model_dir}: its training sources have no validation split; pass a labelled DATA file "
+                "(govtopic calibrate-thresholds MODEL DATA), or set data.validation_from_train when training"
+            )
+    else:
+        data = load_eval_file(data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg))
+        where = f"{data_file}" + (f" (split {split})" if split else "")
+    clf = TopicClassifier(model_dir)
+    logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
+    thresholds, report = fit_thresholds(
+        softmax(logits, clf.temperature), data.labels, clf.labels, precision, margin, min_docs
+    )
+    update_record(model_dir, thresholds=thresholds)
+    return {**report, "documents": len(data), "data": where, "model_dir": str(model_dir)}

@@ -5,7 +5,10 @@ learns less than a linear model over character 1–3-grams; the two make differe
 TF-IDF + linear SVM at the **first level**, fitted on the model's training split, with the title and the
 start of the body as separate feature blocks (a title's n-grams mean more than the same n-grams deep in a
 body: on the validation split of the official recipe, 0.842 first-level accuracy against 0.831 for one block
-over title + body). Its
+over title + body). Classes are weighted by the inverse of their frequency: portals file many documents under
+a few classes (其他, 综合政务), and unweighted the channel rarely names the small ones (official recipe, weight
+chosen on validation: ``official`` test 0.743 → 0.751, ``gold_dev`` 0.670 → 0.692, regulations test macro-F1
+0.880 → 0.906). Its
 scores are added, times a weight chosen on the validation split, to every full label of that level, so it
 moves the choice of the first level and leaves the choice of the second level to the transformer; rows with a
 first-level-only label train it like any other.
@@ -49,6 +52,7 @@ class NgramChannel:
     Args:
         max_features: n-grams kept (the most frequent); bounds the folder size (about 4 bytes × classes each).
         C: the SVM's regularisation.
+        class_weight: ``"balanced"`` (default: each class weighted by the inverse of its frequency) or None.
         seed: for the SVM's coordinate descent.
 
     Example:
@@ -57,8 +61,10 @@ class NgramChannel:
         (1, 22)
     """
 
-    def __init__(self, max_features: int = 100_000, C: float = 0.5, seed: int = 0):
-        self.max_features, self.C, self.seed = max_features, C, seed
+    def __init__(
+        self, max_features: int = 100_000, C: float = 0.5, seed: int = 0, class_weight: str | None = "balanced"
+    ):
+        self.max_features, self.C, self.seed, self.class_weight = max_features, C, seed, class_weight
         self.classes: list[str] = []
         self.vectorizers: dict = {}
 
@@ -103,7 +109,7 @@ class NgramChannel:
         x = self._features([texts[i] for i in keep], [titles[i] for i in keep] if titles else None, fit=True)
         if x.shape[1] == 0:
             raise ValueError("the n-gram channel found no text to learn from (every title and body is empty)")
-        svm = LinearSVC(C=self.C, random_state=self.seed).fit(x, y)
+        svm = LinearSVC(C=self.C, class_weight=self.class_weight, random_state=self.seed).fit(x, y)
         self.classes = [str(c) for c in svm.classes_]
         coef = svm.coef_ if len(self.classes) > 2 else np.vstack([-svm.coef_[0], svm.coef_[0]])
         bias = svm.intercept_ if len(self.classes) > 2 else np.array([-svm.intercept_[0], svm.intercept_[0]])

@@ -287,61 +287,6 @@ def describe(result: dict, thresholds: dict | None = None) -> str:
     return "no review needed"
 
 
-# ---------------------------------------------------------------- govtopic calibrate-thresholds
-def calibrate_thresholds(
-    model_dir: str,
-    data_file: str | None = None,
-    precision: float = 0.95,
-    split: str | None = "validation",
-    margin: float | None = None,
-    min_docs: int = 5,
-    batch_size: int = 32,
-) -> dict:
-    """Fit thresholds on labelled documents and store them in the model folder's record (config.json).
-
-    Args:
-        model_dir: the model folder.
-        data_file: a labelled JSONL/CSV/Parquet file (its ``split`` rows when it has a split column); None reads
-            the model's own training sources (its saved config) and takes their validation split.
-        precision: the precision wanted among the documents no person sees.
-        split: which rows of ``data_file`` to use (None: every row).
-        margin, min_docs: see ``fit_thresholds``.
-        batch_size: windows per forward pass.
-
-    Returns:
-        The report of ``fit_thresholds`` with ``documents`` and ``data`` added.
-
-    Example:
-        >>> report = calibrate_thresholds("runs/quickstart/model", precision=0.95)
-        >>> report["full"]["overall"]["coverage"]
-        0.62
-    """
-    from govtopic.calibration import softmax
-    from govtopic.data import DataError, load_eval_file, load_labelled
-    from govtopic.evaluation import model_scheme, saved_config, update_record
-    from govtopic.predict import TopicClassifier
-
-    cfg = saved_config(model_dir)
-    if data_file is None:
-        data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
-        where = "the validation split of the model's training sources"
-        if not len(data):
-            raise DataError(
-                f"{model_dir}: its training sources have no validation split; pass a labelled DATA file "
-                "(govtopic calibrate-thresholds MODEL DATA), or set data.validation_from_train when training"
-            )
-    else:
-        data = load_eval_file(data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg))
-        where = f"{data_file}" + (f" (split {split})" if split else "")
-    clf = TopicClassifier(model_dir)
-    logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
-    thresholds, report = fit_thresholds(
-        softmax(logits, clf.temperature), data.labels, clf.labels, precision, margin, min_docs
-    )
-    update_record(model_dir, thresholds=thresholds)
-    return {**report, "documents": len(data), "data": where, "model_dir": str(model_dir)}
-
-
 def format_report(report: dict) -> str:
     """The coverage report as text for the terminal: overall, then each class, then those never automatic."""
     lines = [

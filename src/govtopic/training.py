@@ -73,7 +73,7 @@ def training_arguments(cfg: Config, checkpoint_dir: Path, eval_every: int | None
     checkpoint written at every evaluation, and the best one (``train.best_metric``) is loaded at the end."""
     from transformers import TrainingArguments
 
-    from govtopic.validation import METRICS
+    from govtopic.schedule import METRICS
 
     tr = cfg.train
     device = default_device()
@@ -264,7 +264,8 @@ def _run(trainer, cfg: Config, checkpoint_dir: Path) -> None:
 def _validation_plan(cfg: Config, data: LabelledData, tokenizer, n_windows: int):
     """(ValidationScorer or None, evaluation interval in steps or None). Raises ConfigError when early stopping
     could never trigger on this data."""
-    from govtopic.validation import ValidationScorer, patience_problem, planned_evaluations
+    from govtopic.schedule import patience_problem, planned_evaluations
+    from govtopic.validation import ValidationScorer
 
     tr = cfg.train
     if not tr.validate:

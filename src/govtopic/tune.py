@@ -86,7 +86,7 @@ def tune(
     except ImportError as err:
         raise ConfigError(["govtopic tune needs optuna, which is not installed; run `pip install optuna`"]) from err
     from govtopic.training import train
-    from govtopic.validation import METRICS
+    from govtopic.schedule import METRICS
 
     if trials < 1:
         raise ConfigError([f"--trials: must be at least 1, got {trials}"])
