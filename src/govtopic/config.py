@@ -138,6 +138,9 @@ class LongDocConfig:
     title: Literal["window", "prepend", "none"] = "window"
     # "window": the title window's share of the document's logits when it has a body too.
     title_weight: float = 0.5
+    # A document given without a title (a .txt file, a plain string) gets the title its text opens with,
+    # when it opens with one (govtopic.titles.guess_title); false reads such documents as bodies alone.
+    title_from_text: bool = True
 
 
 @dataclass

@@ -219,7 +219,7 @@ class TopicClassifier:
                 item["_rows"] = (rows, block, [windows.spans[r] for r in rows], is_title[rows])
             info.append(item)
         if ngram and self.ngram is not None and self.record.ngram_weight > 0:
-            scores = self.ngram.full_scores(texts, read_titles(titles, long_doc), self.labels)
+            scores = self.ngram.full_scores(texts, read_titles(titles, long_doc, texts), self.labels)
             pooled += self.record.ngram_weight * scores
         return pooled, info
 
@@ -263,6 +263,7 @@ class TopicClassifier:
         clean = [self.normalize_for(t, cfg) for t in docs]
         titles = read_titles(titles, cfg)
         clean_titles = [normalize(t, self.normalize_config) if t else "" for t in titles] if titles else None
+        clean_titles = read_titles(clean_titles, cfg, clean)  # a document without one: the title its text opens with
         todo = [i for i, t in enumerate(clean) if t.strip() or (clean_titles and clean_titles[i].strip())]
         for i in set(range(len(docs))) - set(todo):
             results[i] = _empty_result(docs[i] + (titles[i] if titles else ""))
@@ -295,6 +296,8 @@ class TopicClassifier:
                     )
                 shown = (texts_g[k], titles_g[k] if titles_g else "") if return_evidence else None
                 results[i] = {**self._result(probs[k], info[k], top_k, shown), "unknown_share": share}
+                if titles_g and titles_g[k] and not (titles and titles[i]):
+                    results[i]["guessed_title"] = titles_g[k]  # read from the text (govtopic.titles.guess_title)
             bar.update(len(group))
         bar.close()
         return results[0] if single else results  # type: ignore[return-value]

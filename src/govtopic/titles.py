@@ -7,11 +7,19 @@
   and a title-only or body-only document is read as it is.
 - ``prepend``: the title starts the body, so it is read only in the first window.
 - ``none``: titles are ignored.
+
+A document given without a title (a ``.txt`` file, a plain string) is read with the title its text opens with
+when ``long_doc.title_from_text`` is on (the default): ``guess_title`` finds the line that a 公文 is headed by
+(``关于……的通知``, ``……实施方案``) among the first lines, or the document a cover note hands on
+(``现将《……》印发给你们``). On ``gold_dev`` (official labels, full office documents) with each title written as
+the first line of its text instead of given apart, the official recipe scores 0.484 first-level accuracy reading
+bodies alone and 0.637 with titles given (``scripts/title_guess.py`` measures the guess beside both).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -22,9 +30,63 @@ from govtopic.windows import Windows, encode
 TITLE_TOKENS = 96
 
 
-def read_titles(titles: list[str] | None, cfg: LongDocConfig) -> list[str] | None:
-    """The titles the rule reads: None under ``title: none`` (or when there are none)."""
-    return titles if cfg.title != "none" else None
+# Where a title may stand: among the first lines, before the body is well under way.
+_TITLE_LINES, _TITLE_CHARS = 12, 1200
+# The kinds of 公文 a title ends with (GB/T 9704 and what portals publish).
+_KINDS = (
+    "通知|通报|意见|实施意见|方案|办法|规定|决定|公告|通告|批复|复函|函|条例|细则|规则|规划|纲要|计划|措施|"
+    "报告|预案|要点|指南|指引|制度|标准|规程|清单|目录|名单|安排|答复|决议|命令|公报|解读|章程|守则"
+)
+_HEADED = re.compile(rf"^(?:关于)?[^。；;！!？?：:，,]{{2,78}}?(?:{_KINDS})(?:[（(][^）)]{{1,12}}[）)])?$")
+_NOT_A_START = re.compile(r"^(?:[（(【\[].*[）)】\]]|[0-9〇零一二三四五六七八九十]{2,4}年.*日)$")
+# A cover note handing a document on: 现将《X》印发给你们 / 转发《X》.
+_HANDED_ON = re.compile(r"(?:印发|转发|发布|制定)[^《\n]{0,12}《([^》\n]{4,80})》|《([^》\n]{4,80})》[^\n]{0,16}(?:印发|转发)")
+
+
+def guess_title(text: str) -> str:
+    """The title a normalised text opens with, or '' when it opens with none.
+
+    A title is a line (or two consecutive lines, as titles wrap) among the first twelve that ends with the kind
+    of the document (通知, 意见, 方案, 办法…, optionally followed by （试行）) and has no sentence punctuation;
+    failing that, the document a cover note hands on (``现将《……》印发给你们``).
+
+    Args:
+        text: a normalised document (``govtopic.normalize``: metadata headers already removed).
+
+    Example:
+        >>> guess_title("市政办政府工作提升增效意见\n各镇政府、街道办事处:\n为认真贯彻……")
+        '市政办政府工作提升增效意见'
+        >>> guess_title("各区人民政府:\n现将《城市规划管理办法》印发给你们,请遵照执行。")
+        '城市规划管理办法'
+    """
+    lines = [ln.strip() for ln in text[:_TITLE_CHARS].split("\n")[:_TITLE_LINES]]
+    lines = [ln for ln in lines if ln]
+    for i, line in enumerate(lines):
+        if _HEADED.match(line):
+            return line
+        # A long title wraps onto a second line; a bracketed note (（此件公开发布）) or a date starts none.
+        if i + 1 < len(lines) and len(line) <= 40 and not _NOT_A_START.match(line):
+            if _HEADED.match(line + lines[i + 1]):
+                return line + lines[i + 1]
+    handed = _HANDED_ON.search(text[:_TITLE_CHARS])
+    return (handed.group(1) or handed.group(2)) if handed else ""
+
+
+def read_titles(
+    titles: list[str] | None, cfg: LongDocConfig, texts: list[str] | None = None
+) -> list[str] | None:
+    """The titles the rule reads: None under ``title: none`` (or when there are none).
+
+    Given the (normalised) ``texts``, a document without a title gets ``guess_title`` of its text under
+    ``long_doc.title_from_text`` (not under ``title: prepend``, where the title would only be read twice).
+    """
+    if cfg.title == "none":
+        return None
+    if texts is None or not cfg.title_from_text or cfg.title == "prepend":
+        return titles
+    given = titles or [""] * len(texts)
+    read = [t if t.strip() else guess_title(x) for t, x in zip(given, texts)]
+    return read if titles is not None or any(read) else None
 
 
 def prepend(texts: list[str], titles: list[str]) -> list[str]:
@@ -53,7 +115,7 @@ def encode_documents(
         >>> is_title.tolist()
         [True, False]
     """
-    titles = read_titles(titles, cfg) or [""] * len(texts)
+    titles = read_titles(titles, cfg, texts) or [""] * len(texts)
     if cfg.title == "prepend":
         windows = encode(tokenizer, prepend(texts, titles), cfg, max_windows=max_windows)
         return windows, np.zeros(len(windows), dtype=bool)

@@ -353,7 +353,7 @@ def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> tuple[di
     from govtopic.titles import read_titles
 
     channel = NgramChannel(seed=cfg.train.seed).fit(
-        data.train.texts, data.train.labels, read_titles(data.train.titles, cfg.long_doc)
+        data.train.texts, data.train.labels, read_titles(data.train.titles, cfg.long_doc, data.train.texts)
     )
     channel.save(folder)
     if not len(data.validation):
@@ -363,7 +363,7 @@ def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> tuple[di
     clf = TopicClassifier(folder)
     val = data.validation
     logits, _ = clf.document_logits(val.texts, clf.long_doc, cfg.eval.batch_size, titles=val.titles, ngram=False)
-    scores = channel.full_scores(val.texts, read_titles(val.titles, clf.long_doc), clf.labels)
+    scores = channel.full_scores(val.texts, read_titles(val.titles, clf.long_doc, val.texts), clf.labels)
     weight, tried = choose_weight(logits, scores, val.labels, clf.labels)
     update_record(folder, ngram_weight=weight)
     logger.info("n-gram channel weight %.2f (validation first-level accuracy by weight: %s)", weight, tried)
