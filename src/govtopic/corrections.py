@@ -30,7 +30,8 @@ import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from govtopic.labels import SEP, l1
+from govtopic.errors import DataError
+from govtopic.labels import SEP, LabelError, l1
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +99,10 @@ def is_correction_table(rows: list[dict], source) -> bool:
     )
 
 
-def as_corrections(rows: list[dict], source, cfg, skipped: dict, path: str) -> list[dict] | None:
+def as_corrections(rows: list[dict], source, scheme, skipped: dict, path: str) -> list[dict] | None:
     """Canonical rows (``_label``, ``_title``, ``_text``, ...; ``_correction`` set) when ``rows`` are
     corrections (a Label Studio export or an id + label table), else None. Raises DataError for a file that
-    gives one id two labels, or a correction without an id."""
-    from govtopic.data import DataError, label_scheme
-    from govtopic.labels import LabelError
+    gives one id two labels, or a correction without an id. ``scheme``: the source's ``LabelScheme``."""
 
     export = bool(rows) and rows[0].get(_EXPORT)
     if not (export or is_correction_table(rows, source)):
@@ -121,7 +120,7 @@ def as_corrections(rows: list[dict], source, cfg, skipped: dict, path: str) -> l
     rows = [r for r in rows if r.get(label_key) not in (None, "")]
     ids = [str(r["id"]) for r in rows]
     try:
-        labels = label_scheme(cfg, source).read([r[label_key] for r in rows], path, skipped, ids)
+        labels = scheme.read([r[label_key] for r in rows], path, skipped, ids)
     except LabelError as err:
         raise DataError(str(err)) from err
     out = _one_label_per_id(rows, ids, labels, path, skipped)
@@ -139,8 +138,6 @@ def as_corrections(rows: list[dict], source, cfg, skipped: dict, path: str) -> l
 
 
 def _one_label_per_id(rows, ids, labels, path: str, skipped: dict) -> list[dict]:
-    from govtopic.data import DataError
-
     seen: dict[str, set] = defaultdict(set)
     where: dict[str, list[int]] = defaultdict(list)
     for number, (ident, label) in enumerate(zip(ids, labels), 1):

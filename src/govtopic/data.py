@@ -13,6 +13,7 @@ import numpy as np
 
 from govtopic import corrections
 from govtopic.config import DataConfig, SourceConfig
+from govtopic.errors import DataError  # noqa: F401 (govtopic.data.DataError, as before)
 from govtopic.labels import LabelError, LabelMap, LabelScheme, Taxonomy
 from govtopic.normalize import NormalizeConfig, normalize_many
 
@@ -27,10 +28,6 @@ _SPLIT_NAMES = {
     "val": "validation",
     "test": "test",
 }
-
-
-class DataError(ValueError):
-    """A data file that cannot be used as it is; the message names the file, row or column and the fix."""
 
 
 @dataclass
@@ -194,7 +191,8 @@ def read_source(source: SourceConfig, cfg: DataConfig, skipped: dict) -> list[di
     """
     path = str(source.file)
     rows = corrections.read_export(path) or read_table(path)  # a Label Studio export, else a table
-    corrected = corrections.as_corrections(rows, source, cfg, skipped, path)  # id + label rows (corrections.py)
+    # id + label rows, or a Label Studio export (corrections.py)
+    corrected = corrections.as_corrections(rows, source, label_scheme(cfg, source), skipped, path)
     if corrected is not None:
         return corrected
     prefix = "data.sources[]" if cfg.sources else "data"

@@ -40,7 +40,9 @@ _KINDS = (
 _HEADED = re.compile(rf"^(?:关于)?[^。；;！!？?：:，,]{{2,78}}?(?:{_KINDS})(?:[（(][^）)]{{1,12}}[）)])?$")
 _NOT_A_START = re.compile(r"^(?:[（(【\[].*[）)】\]]|[0-9〇零一二三四五六七八九十]{2,4}年.*日)$")
 # A cover note handing a document on: 现将《X》印发给你们 / 转发《X》.
-_HANDED_ON = re.compile(r"(?:印发|转发|发布|制定)[^《\n]{0,12}《([^》\n]{4,80})》|《([^》\n]{4,80})》[^\n]{0,16}(?:印发|转发)")
+_HANDED_ON = re.compile(
+    r"(?:印发|转发|发布|制定)[^《\n]{0,12}《([^》\n]{4,80})》|《([^》\n]{4,80})》[^\n]{0,16}(?:印发|转发)"
+)
 
 
 def guess_title(text: str) -> str:
@@ -72,9 +74,7 @@ def guess_title(text: str) -> str:
     return (handed.group(1) or handed.group(2)) if handed else ""
 
 
-def read_titles(
-    titles: list[str] | None, cfg: LongDocConfig, texts: list[str] | None = None
-) -> list[str] | None:
+def read_titles(titles: list[str] | None, cfg: LongDocConfig, texts: list[str] | None = None) -> list[str] | None:
     """The titles the rule reads: None under ``title: none`` (or when there are none).
 
     Given the (normalised) ``texts``, a document without a title gets ``guess_title`` of its text under

@@ -85,8 +85,8 @@ def tune(
         import optuna
     except ImportError as err:
         raise ConfigError(["govtopic tune needs optuna, which is not installed; run `pip install optuna`"]) from err
-    from govtopic.training import train
     from govtopic.schedule import METRICS
+    from govtopic.training import train
 
     if trials < 1:
         raise ConfigError([f"--trials: must be at least 1, got {trials}"])
