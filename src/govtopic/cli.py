@@ -118,10 +118,52 @@ def _add_review_parsers(sub) -> None:
     rv.add_argument("--taxonomy", help="taxonomy YAML for the labelling config (default: the model's config)")
     rv.add_argument("--batch-size", type=int, default=32)
 
+    sg = sub.add_parser("suggest", help="which unlabelled documents to label next (uncertain and diverse first)")
+    sg.add_argument("model_dir", help="model folder or Hub id")
+    sg.add_argument("inputs", nargs="+", help="the unlabelled pool: .txt files, folders of .txt, .jsonl/.csv/.parquet")
+    sg.add_argument("--budget", type=int, required=True, help="documents a person will label")
+    sg.add_argument("--output", required=True, help="JSONL of the picks, most useful first")
+    sg.add_argument("--level", choices=["l1", "full"], default="l1", help="margin between first-level or full labels")
+    sg.add_argument("--oversample", type=int, help="candidates per pick before clustering (1: margin alone)")
+    sg.add_argument("--text-column", default="text")
+    sg.add_argument("--title-column", help="title column of tables (default: the model's own; '' for none)")
+    sg.add_argument("--id-column", default="id")
+    sg.add_argument("--batch-size", type=int, default=32)
+
+
+def _suggest(args) -> int:
+    from govtopic.suggest import OVERSAMPLE, suggest_files
+
+    if args.budget < 1:  # before the model loads
+        raise ValueError(f"--budget must be at least 1 (documents a person will label), got {args.budget}")
+    if args.oversample is not None and args.oversample < 1:
+        raise ValueError(f"--oversample must be at least 1 (1: margin alone), got {args.oversample}")
+    counts = suggest_files(
+        args.model_dir,
+        args.inputs,
+        args.output,
+        args.budget,
+        level=args.level,
+        oversample=OVERSAMPLE if args.oversample is None else args.oversample,
+        text_column=args.text_column,
+        title_column=args.title_column,
+        id_column=args.id_column,
+        batch_size=args.batch_size,
+    )
+    print(json.dumps(counts, ensure_ascii=False))
+    if counts["suggested"] < counts["budget"]:
+        print(
+            f"note: budget {counts['budget']} is more than the {counts['suggested']} readable documents in the pool: "
+            "all of them are suggested",
+            file=sys.stderr,
+        )
+    print(f"{counts['suggested']} suggested documents written to {counts['output']} (most useful first)")
+    return 0
+
 
 def _calibrate_thresholds(args) -> int:
-    from govtopic.fsutil import check_claimable, write_output_text
     from govtopic.evaluation import calibrate_thresholds
+    from govtopic.fsutil import check_claimable, write_output_text
     from govtopic.review import format_report
 
     if args.output:  # before any work: never over a file govtopic did not write
@@ -373,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict-ray": _predict_ray,
         "calibrate-thresholds": _calibrate_thresholds,
         "review": _review,
+        "suggest": _suggest,
     }
     try:
         return handlers[args.command](args)
