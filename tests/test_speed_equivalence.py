@@ -21,8 +21,8 @@ from govtopic import TopicClassifier
 from govtopic.forward import LeanForward, lean_forward
 from govtopic.labels import hierarchical_decode
 from govtopic.normalize import normalize
+from govtopic.strategies import encode
 from govtopic.titles import encode_documents, pool
-from govtopic.windows import encode
 
 
 def _documents() -> list[dict]:

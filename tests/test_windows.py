@@ -4,13 +4,15 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, TOKENIZER_DIR
 from govtopic.config import LongDocConfig
-from govtopic.windows import UNREADABLE_SHARE, encode, tokenize, window_starts
+from govtopic.strategies import encode
+from govtopic.windows import UNREADABLE_SHARE, tokenize, window_starts
 
 TEXT = "".join(f"第{i}条 本市加强城市规划管理。" for i in range(300))  # ~4,000 characters
 
@@ -157,7 +159,7 @@ def test_a_huge_document_is_read_in_bounded_memory():
 import json, resource, sys
 from transformers import AutoTokenizer
 from govtopic.config import LongDocConfig
-from govtopic.windows import encode
+from govtopic.strategies import encode
 tok = AutoTokenizer.from_pretrained(sys.argv[1])
 bodies = "\\n".join(json.loads(line)["text"] for line in open(sys.argv[2], encoding="utf-8"))
 text = bodies * (20_000_000 // len(bodies.encode("utf-8")) + 1)
@@ -192,3 +194,58 @@ def test_long_document_windows_match_reading_the_whole_text(tokenizer):
     for k, s in enumerate(starts):
         assert w.input_ids[k][1:-1] == ids[s : s + 62]
         assert w.spans[k] == [(offsets[s][0], offsets[min(s + 62, len(ids)) - 1][1])]
+
+
+def test_default_cap_spreads_windows_from_the_first_to_the_last(tokenizer):
+    cfg = LongDocConfig(strategy="chunks", max_length=64, stride=8)  # ~4,000 characters: ~70 windows uncapped
+    w = encode(tokenizer, [TEXT], cfg)
+    starts, capped = window_starts(w.n_tokens[0], 62, 8, 10_000)
+    assert capped is False and len(starts) > 4 * cfg.max_windows
+    assert len(w) == cfg.max_windows and w.capped == [True]
+    assert w.spans[0][0][0] == 0 and w.spans[-1][0][1] == len(TEXT)
+    # Evenly spread: the gaps between the chosen windows differ by at most one uncapped step.
+    firsts = [span[0][0] for span in w.spans]
+    gaps = [b - a for a, b in zip(firsts, firsts[1:])]
+    step = len(TEXT) / (len(starts) - 1)
+    assert max(gaps) - min(gaps) <= 2 * step
+
+
+def test_the_end_of_a_capped_document_is_read(tiny_model_dir):
+    """Windows are spread over the whole document, not the first ones: what it ends with moves its scores."""
+    from govtopic import TopicClassifier
+
+    clf = TopicClassifier(tiny_model_dir, device="cpu")
+    body = "第一条 本市加强城市规划管理。" * 400
+    ends = [body + "法院审理刑事案件，检察院提起公诉。" * 30, body + "医院加强疾病预防和药品管理。" * 30]
+    # One call per document: the same windows give bit-identical logits, so any difference comes from the end.
+    (a, info), (b, _), (again, _) = (clf.document_logits([t], clf.long_doc, 16, ngram=False) for t in [*ends, ends[0]])
+    assert info[0]["windows"] == clf.long_doc.max_windows and info[0]["truncated"] is True
+    assert np.array_equal(a, again) and not np.array_equal(a, b)
+
+
+def test_repeated_windows_are_computed_once_and_pooled_as_read(tiny_model_dir, monkeypatch):
+    """A document of one boilerplate paragraph repeated: its identical windows cost one forward row, and its
+    logits are the mean over every window, as when each is computed."""
+    import torch
+
+    from govtopic import TopicClassifier
+    from govtopic.forward import LeanForward, lean_forward
+    from govtopic.titles import encode_documents, pool
+
+    clf = TopicClassifier(tiny_model_dir, device="cpu")
+    # 27 tokens: windows step 54 tokens, so every window inside the repeated part holds the same tokens.
+    period = "本网站所载文章仅供参考，转载请注明出处并保留原文链接。"
+    text = "关于加强城市规划管理的通知。" + period * 40 + "医院加强疾病预防。"
+    ld = clf.long_doc
+    windows, is_title = encode_documents(clf.tokenizer, [text], None, ld)
+    distinct = len({tuple(ids) for ids in windows.input_ids})
+    assert 1 < distinct < len(windows) <= ld.max_windows
+    assert lean_forward(clf.model) is not None
+    rows = []
+    original = LeanForward.__call__
+    monkeypatch.setattr(LeanForward, "__call__", lambda self, ids, n: rows.append(len(ids)) or original(self, ids, n))
+    pooled, _ = clf.document_logits([text], ld, 64, ngram=False)
+    assert sum(rows) == distinct
+    with torch.inference_mode():
+        each = np.stack([clf.model(input_ids=torch.tensor([ids])).logits[0].numpy() for ids in windows.input_ids])
+    assert np.allclose(pooled[0], pool(each, is_title, ld), atol=1e-4)

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from govtopic.strategies import strategy_names
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="govtopic", description="Topic tagging for Chinese government documents.")
@@ -40,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     e.add_argument("--group-by", help="a column whose values get their own figures in the report (e.g. label_source)")
-    e.add_argument("--long-doc", choices=["head", "head_tail", "chunks"], help="override the model's strategy")
+    e.add_argument("--long-doc", choices=strategy_names(), help="override the model's strategy")
 
     r = sub.add_parser("predict", help="predict topics for .txt files, folders, JSONL/CSV/Parquet")
     r.add_argument("model_dir", help="model folder or Hub id")
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--errors", help="unreadable documents (default: OUTPUT with .errors.jsonl)")
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--top-k", type=int, default=1)
-    r.add_argument("--long-doc", choices=["head", "head_tail", "chunks"])
+    r.add_argument("--long-doc", choices=strategy_names())
     r.add_argument("--text-column", default="text")
     r.add_argument(
         "--title-column",

@@ -21,6 +21,10 @@ import yaml
 
 from govtopic.normalize import NormalizeConfig
 from govtopic.schedule import check_validation
+from govtopic.strategies import strategy_names
+
+# The long-document strategies a config may name: the registry's (govtopic.strategies).
+_STRATEGIES = strategy_names()
 
 
 class ConfigError(ValueError):
@@ -118,9 +122,9 @@ class DataConfig:
 
 @dataclass
 class LongDocConfig:
-    # head: first max_length tokens; head_tail: first head_tokens + last tokens;
-    # chunks: overlapping windows over the whole document, logits pooled.
-    strategy: Literal["head", "head_tail", "chunks"] = "chunks"
+    # A registered strategy (govtopic.strategies): head: first max_length tokens; head_tail: first head_tokens
+    # + last tokens; chunks: overlapping windows over the whole document, logits pooled.
+    strategy: Literal[_STRATEGIES] = "chunks"
     # Tokens per window including [CLS] and [SEP].
     max_length: int = 512
     # head_tail: tokens kept from the start; the rest of the window comes from the end.
@@ -128,8 +132,10 @@ class LongDocConfig:
     # chunks: tokens shared by consecutive windows.
     stride: int = 64
     pooling: Literal["mean", "max"] = "mean"
-    # chunks: at most this many windows per document at prediction time (spread evenly; reported when hit).
-    max_windows: int = 64
+    # chunks: at most this many windows per document at prediction time, spread evenly from the first to the last
+    # (a document with more says truncated: true). 8 instead of 64: 4.1-4.5x the documents/s on regulation bodies
+    # (~45 windows of 128 tokens), the same first-level macro-F1 on their test split (model_card.md, Speed).
+    max_windows: int = 8
     # chunks: at most this many windows per document during training (spread evenly).
     train_max_windows: int = 4
     # How a document's title is read. "window": the title is a window of its own, weighted title_weight

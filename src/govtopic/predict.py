@@ -26,17 +26,15 @@ from govtopic.ngram import WEIGHTS_FILE as NGRAM_FILE
 from govtopic.ngram import NgramChannel
 from govtopic.normalize import normalize
 from govtopic.record import ModelRecord
+from govtopic.strategies import encode, get_strategy
 from govtopic.titles import encode_documents, pool, read_titles
-from govtopic.windows import UNREADABLE_SHARE, Windows, encode
+from govtopic.windows import UNREADABLE_SHARE, Windows
 
 logger = logging.getLogger(__name__)
 
 ENV_MODEL = "GOVTOPIC_MODEL"
 # Documents encoded together: bounds memory on huge inputs while giving the length sort room to work.
 _GROUP_DOCS = 512
-# head / head_tail normalise this many characters per window token at each end: room for a metadata header
-# or footer to be removed and still leave more than a window of text.
-_NORMALIZE_MARGIN = 6
 # Show a progress bar from this many documents on (short calls stay quiet).
 _PROGRESS_FROM = 2000
 
@@ -145,23 +143,9 @@ class TopicClassifier:
         self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
 
     def normalize_for(self, text: str, cfg: LongDocConfig) -> str:
-        """The normalised text a strategy reads. ``head`` and ``head_tail`` read a few hundred tokens at
-        the ends, so only those ends (with a wide margin for headers and footers) are normalised: on long
-        documents normalising the whole text would cost more than the model itself."""
-        if cfg.strategy == "chunks":
-            return normalize(text, self.normalize_config)
-        reach = cfg.max_length * _NORMALIZE_MARGIN
-        ends = 1 if cfg.strategy == "head" else 2
-        cut = reach
-        # Should normalisation remove most of an end (a long metadata header, a long footer), both ends are
-        # read again twice as long, so a window never runs into a cut.
-        while len(text) > ends * cut:
-            head = normalize(text[:cut], self.normalize_config)
-            tail = normalize(text[-cut:], self.normalize_config) if ends == 2 else None
-            if min(len(head), reach if tail is None else len(tail)) >= reach // 2:
-                return head if tail is None else head + "\n" + tail
-            cut *= 2
-        return normalize(text, self.normalize_config)
+        """The normalised text ``cfg``'s strategy reads (``govtopic.strategies``: head and head_tail normalise
+        only the ends they read)."""
+        return get_strategy(cfg.strategy).normalize(text, self.normalize_config, cfg)
 
     # ------------------------------------------------------------ windows and logits
     def encode(self, texts: list[str], long_doc: LongDocConfig) -> Windows:
@@ -240,7 +224,7 @@ class TopicClassifier:
                 and/or ``text``. Titles are read by the model's title rule (``long_doc.title``).
             batch_size: windows per forward pass.
             top_k: alternatives to return (``top_k`` and ``top_k_l1``) when above 1.
-            long_doc: ``head``, ``head_tail`` or ``chunks`` to override the model's strategy.
+            long_doc: a registered strategy (``head``, ``head_tail``, ``chunks``) to override the model's.
             return_evidence: add the passage that most supports the label.
             progress: show a progress bar (default: from 2,000 documents on).
 
@@ -255,8 +239,7 @@ class TopicClassifier:
         docs, titles, single = _check_texts(texts)
         batch_size, top_k = _check_count("batch_size", batch_size), _check_count("top_k", top_k)
         cfg = self.long_doc if long_doc is None else dataclasses.replace(self.long_doc, strategy=long_doc)
-        if cfg.strategy not in ("head", "head_tail", "chunks"):
-            raise ValueError(f"long_doc must be 'head', 'head_tail' or 'chunks', got {long_doc!r}")
+        get_strategy(cfg.strategy)  # a ValueError naming the registered strategies
         results: list[dict | None] = [None] * len(docs)
         show = progress if progress is not None else len(docs) >= _PROGRESS_FROM
         bar = _progress_bar(len(docs), show)

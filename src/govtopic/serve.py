@@ -34,6 +34,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import govtopic
 from govtopic.serve_errors import BodyLimitMiddleware, problems_response, validation_problems
 from govtopic.serve_settings import ServeSettings
+from govtopic.strategies import strategy_names
+
+# The long-document strategies a request may ask for: the registry's (govtopic.strategies).
+_STRATEGIES = strategy_names()
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ class PredictRequest(BaseModel):
     document: str | DocumentIn | None = Field(None, description="one document: its text, or {title, text, id}")
     documents: list[str | DocumentIn] | None = Field(None, description="several documents, answered in order")
     top_k: int = Field(1, ge=1, le=100, description="alternatives to return when above 1")
-    long_doc: Literal["head", "head_tail", "chunks"] | None = Field(None, description="override the strategy")
+    long_doc: Literal[_STRATEGIES] | None = Field(None, description="override the strategy")
     return_evidence: bool = Field(False, description="add the passage that most supports the label")
 
 

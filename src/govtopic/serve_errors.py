@@ -11,6 +11,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from govtopic.strategies import strategy_names
+
 # Shown in messages: the smallest request the service takes.
 EXAMPLE = '{"document": "各区人民政府……"} or {"documents": [{"title": "...", "text": "..."}]}'
 # Union members pydantic names in an error's location ("documents.0.str"); the client never wrote them.
@@ -149,7 +151,7 @@ def _problem(err: dict, field: str) -> str:
     if kind == "list_type":
         return f"expected a list of documents, found {_found(value)}"
     if kind == "literal_error":
-        return f"expected 'head', 'head_tail', 'chunks' or null, found {_found(value)}"
+        return f"expected {', '.join(repr(n) for n in strategy_names())} or null, found {_found(value)}"
     if kind.startswith(("greater_than", "less_than")):
         return f"{err.get('msg', 'out of range').lower()}, found {_found(value)}"
     if kind.endswith("_type") or kind.endswith("_parsing"):

@@ -24,7 +24,8 @@ import re
 import numpy as np
 
 from govtopic.config import LongDocConfig
-from govtopic.windows import Windows, encode
+from govtopic.strategies import encode
+from govtopic.windows import Windows
 
 # Titles are cut to this many tokens: the longest titles in the official data are about 90 characters.
 TITLE_TOKENS = 96

@@ -1,7 +1,9 @@
-"""Turning documents into model windows: head, head+tail, or overlapping chunks over the whole text.
+"""Tokenizing documents for windows, in bounded memory: the machinery under the long-document strategies.
 
-The same code serves training and prediction, so a model is always fed the way it was trained. Each
-window remembers its document and the character spans it covers, so predictions can point at evidence.
+``govtopic.strategies`` decides what a strategy reads and cuts; this module reads texts in blocks through the
+fast tokenizer (offsets included), keeps a long document's tokens only as far as its capped windows reach, and
+holds the ``Windows`` record that training and prediction consume. Each window remembers its document and the
+character spans it covers, so predictions can point at evidence.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from govtopic.config import LongDocConfig
 
 # Long texts are tokenized in blocks of this many characters: memory stays bounded for a 1,000,000-character
 # document and the tokenizer's batch call spreads the blocks over threads.
@@ -236,87 +236,3 @@ def window_starts(n_tokens: int, size: int, stride: int, cap: int) -> tuple[list
         return starts, False
     picks = np.linspace(0, len(starts) - 1, cap).round().astype(int)
     return [starts[i] for i in sorted(set(picks.tolist()))], True
-
-
-def _span(tok: _Tokens, a: int, b: int) -> tuple[int, int]:
-    if b <= a:
-        return (0, 0)
-    return int(tok.starts[a]), int(tok.ends[b - 1])
-
-
-def encode(
-    tokenizer, texts: list[str], cfg: LongDocConfig, strategy: str | None = None, max_windows: int | None = None
-) -> Windows:
-    """Windows for each text under ``strategy`` (default: the config's), with [CLS]/[SEP] added."""
-    strategy = strategy or cfg.strategy
-    if strategy not in ("head", "head_tail", "chunks"):
-        raise ValueError(f"long_doc strategy must be 'head', 'head_tail' or 'chunks', got {strategy!r}")
-    size = cfg.max_length - 2
-    cap = max_windows or cfg.max_windows
-    limits = None
-    if strategy == "head":
-        limits = [size * _CHARS_PER_TOKEN] * len(texts)
-        toks = tokenize(tokenizer, texts, limits)
-        # Digit- or Latin-heavy text packs many characters into a token: read it whole when the cut came short.
-        short = [i for i, t in enumerate(toks) if len(t.ids) < size and len(texts[i]) > limits[i]]
-        for i, tok in zip(short, tokenize(tokenizer, [texts[i] for i in short])):
-            toks[i] = tok
-            limits[i] = len(texts[i])
-    elif strategy == "head_tail":
-        toks = _head_tail_tokens(tokenizer, texts, size)
-    else:
-        toks = _chunk_tokens(tokenizer, texts, size, cfg.stride, cap)
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    out = Windows()
-    for d, tok in enumerate(toks):
-        n = tok.total
-        if strategy == "chunks":
-            starts, capped = window_starts(n, size, cfg.stride, cap)
-            pieces = [(tok.local(s), tok.local(min(s + size, n))) for s in starts]
-            spans = [[_span(tok, a, b)] for a, b in pieces]
-            ids = [tok.ids[a:b] for a, b in pieces]
-        elif strategy == "head" or n <= size:
-            capped = n > size or (limits is not None and len(texts[d]) > limits[d])
-            capped = capped or (strategy == "head_tail" and len(texts[d]) > 2 * size * _CHARS_PER_TOKEN)
-            ids, spans = [tok.ids[:size]], [[_span(tok, 0, min(n, size))]]
-        else:
-            head = min(cfg.head_tokens, size)
-            tail = size - head
-            ids = [np.concatenate([tok.ids[:head], tok.ids[n - tail :] if tail else tok.ids[:0]])]
-            spans = [[_span(tok, 0, head), _span(tok, n - tail, n)]]
-            capped = True
-        for piece, span in zip(ids, spans):
-            out.input_ids.append([cls_id, *piece.tolist(), sep_id])
-            out.doc_index.append(d)
-            out.spans.append(span)
-        out.n_tokens.append(n)
-        out.capped.append(bool(capped))
-        out.n_unknown.append(tok.n_unknown)
-        out.unknown_share.append(tok.unknown_share)
-    return out
-
-
-def _head_tail_tokens(tokenizer, texts: list[str], size: int) -> list[_Tokens]:
-    """Tokens of the first and last characters only: the middle of a long text is never tokenized."""
-    reach = size * _CHARS_PER_TOKEN
-    short = [i for i, t in enumerate(texts) if len(t) <= 2 * reach]
-    long_ = [i for i, t in enumerate(texts) if len(t) > 2 * reach]
-    out: list[_Tokens | None] = [None] * len(texts)
-    for i, tok in zip(short, tokenize(tokenizer, [texts[i] for i in short])):
-        out[i] = tok
-    heads = tokenize(tokenizer, [texts[i][:reach] for i in long_])
-    tails = tokenize(tokenizer, [texts[i][-reach:] for i in long_])
-    for i, head, tail in zip(long_, heads, tails):
-        shift = len(texts[i]) - reach
-        # Ids from both ends, offsets shifted back into the whole text; the middle is left out.
-        ids = np.concatenate([head.ids, tail.ids])
-        out[i] = _Tokens(
-            ids,
-            np.concatenate([head.starts, tail.starts + shift]),
-            np.concatenate([head.ends, tail.ends + shift]),
-            total=len(ids),
-            n_unknown=head.n_unknown + tail.n_unknown,
-            unknown_chars=head.unknown_chars + tail.unknown_chars,
-            chars=head.chars + tail.chars,
-        )
-    return out  # type: ignore[return-value]
