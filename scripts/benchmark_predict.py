@@ -9,11 +9,15 @@ the same batch size, each in its own process (so its peak memory is its own) wit
 
 - ``transformers.pipeline`` truncating at the model's window length, and govtopic's ``head`` (the same
   truncation, after govtopic's normalisation);
-- govtopic's ``chunks`` over whole documents;
+- govtopic's ``chunks`` with the default window cap (``long_doc.max_windows``, windows spread evenly over the
+  document), and beside it with the cap of earlier releases (64), which reads every window of most documents;
 - the same two govtopic rows with the model's own ``transformers`` forward instead of govtopic's lean one
   (govtopic/forward.py), to show what it buys; their scores must agree;
 - optionally (``--baseline``) head and chunks with another govtopic source tree, e.g. an older commit;
-- optionally (``--int8``) dynamic int8 quantisation, which changes some labels.
+- optionally (``--int8``) dynamic int8 quantisation, which changes some labels;
+- optionally (``--caps 64,16,8,4``) a second table: ``chunks`` at each window cap, scored as ``govtopic evaluate``
+  scores (titles read by the model's rule, the n-gram channel added, first-level accuracy and macro-F1) on the
+  regulations test split and on gold_dev, with documents/s (normalisation excluded) and windows per document.
 
 The FLOP bound is computed from the model's config: a full window of L tokens costs, per layer,
 2·L·(4·h² + 2·h·i) for the matrix products plus 4·L²·h for attention (h hidden size, i intermediate size),
@@ -36,8 +40,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "regulations_sample.jsonl.gz"
+SHARED = ROOT.parent / "shared" / "data"
 # fp32 GFLOP/s of one core here (FMA, 8 floats wide, ~2.4 GHz); two threads give ~156.
 PEAK_PER_THREAD = 78.0
+# The chunks window cap (long_doc.max_windows) before it came down to 8; folders trained then still record it.
+PREVIOUS_CAP = 64
 
 
 def load_docs(path: Path, n: int) -> tuple[list[str], list[str]]:
@@ -74,7 +81,9 @@ def _import_from(src: Path) -> None:
     assert Path(module.__file__).resolve() == init.resolve(), module.__file__
 
 
-def _run_govtopic(model, docs, batch_size, threads, strategy, variant, queue):
+def _run_govtopic(model, docs, batch_size, threads, strategy, variant, max_windows, queue):
+    import dataclasses
+
     import torch
 
     torch.set_num_threads(threads)
@@ -83,6 +92,8 @@ def _run_govtopic(model, docs, batch_size, threads, strategy, variant, queue):
     from govtopic import TopicClassifier
 
     clf = TopicClassifier(model, device="cpu", quantize=variant == "int8")
+    if max_windows:  # every row reads the same cap, whatever the folder recorded when it was trained
+        clf.long_doc = dataclasses.replace(clf.long_doc, max_windows=max_windows)
     if variant == "transformers":
         from govtopic import forward
 
@@ -98,6 +109,7 @@ def _run_govtopic(model, docs, batch_size, threads, strategy, variant, queue):
             "labels": [r["label"] for r in out],
             "scores": scores,
             "windows": float(np.mean([r["windows"] for r in out])),
+            "truncated": float(np.mean([bool(r["truncated"]) for r in out])),
             "peak_mb": _peak_mb(),
         }
     )
@@ -114,7 +126,41 @@ def _run_pipeline(model, docs, batch_size, threads, max_length, queue):
     start = time.perf_counter()
     out = pipe(docs, batch_size=batch_size, truncation=True, max_length=max_length)
     seconds = time.perf_counter() - start
-    queue.put({"seconds": seconds, "labels": [r["label"] for r in out], "windows": 1.0, "peak_mb": _peak_mb()})
+    labels = [r["label"] for r in out]
+    queue.put({"seconds": seconds, "labels": labels, "windows": 1.0, "truncated": None, "peak_mb": _peak_mb()})
+
+
+def _run_caps(model, caps, batch_size, threads, queue):
+    """Per data set and cap: documents/s, windows per document, share capped, first-level accuracy and macro-F1."""
+    import dataclasses
+
+    import torch
+
+    from govtopic.calibration import softmax
+    from govtopic.data import load_eval_file
+    from govtopic.evaluation import model_scheme, saved_config
+    from govtopic.metrics import compute_metrics
+    from govtopic.predict import TopicClassifier
+
+    torch.set_num_threads(threads)
+    cfg = saved_config(model)
+    clf = TopicClassifier(model, device="cpu")
+    regs = SHARED / "regulations.jsonl.gz" if (SHARED / "regulations.jsonl.gz").is_file() else SAMPLE
+    gold = SHARED / "gold_dev.jsonl" if (SHARED / "gold_dev.jsonl").is_file() else ROOT / "data" / "gold_dev.jsonl"
+    rows = []
+    for name, path, split in (("regulations test", regs, "test"), ("gold_dev", gold, None)):
+        docs = load_eval_file(path, cfg.data, clf.normalize_config, split, model_scheme(model, cfg))
+        for cap in caps:
+            ld = dataclasses.replace(clf.long_doc, max_windows=cap)
+            start = time.perf_counter()
+            logits, info = clf.document_logits(docs.texts, ld, batch_size, titles=docs.titles)
+            seconds = time.perf_counter() - start
+            m = compute_metrics(docs.labels, softmax(logits, clf.temperature), clf.labels)
+            windows = np.mean([i["windows"] for i in info])
+            capped = np.mean([i["truncated"] for i in info])
+            rate = len(docs) / seconds
+            rows.append((f"{name} ({len(docs)})", cap, rate, windows, capped, m["l1_accuracy"], m["l1_macro_f1"]))
+    queue.put(rows)
 
 
 def measure(target, *args) -> dict:
@@ -137,10 +183,18 @@ def max_score_diff(a: list[dict], b: list[dict]) -> float:
 
 
 def accuracy(labels: list, gold: list[str]) -> str:
-    """Full-label and first-level accuracy against the gold labels."""
+    """Full-label accuracy, first-level accuracy and first-level macro-F1 (over the gold classes) against the
+    gold labels."""
+    first = [a.split("\\")[0] if a else "" for a in labels]
+    gold_first = [g.split("\\")[0] for g in gold]
     full = sum(a == g for a, g in zip(labels, gold)) / len(gold)
-    first = sum(a is not None and a.split("\\")[0] == g.split("\\")[0] for a, g in zip(labels, gold)) / len(gold)
-    return f"{full:.3f} / {first:.3f}"
+    l1 = sum(a == g for a, g in zip(first, gold_first)) / len(gold)
+    f1s = []
+    for c in sorted(set(gold_first)):
+        tp = sum(a == g == c for a, g in zip(first, gold_first))
+        predicted, actual = first.count(c), gold_first.count(c)
+        f1s.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
+    return f"{full:.3f} / {l1:.3f} / {np.mean(f1s):.3f}"
 
 
 def main() -> None:
@@ -153,11 +207,18 @@ def main() -> None:
     parser.add_argument("--peak-gflops", type=float, default=None, help="default: 78 per thread")
     parser.add_argument("--int8", action="store_true", help="add dynamic int8 quantisation (head)")
     parser.add_argument(
+        "--caps", help="comma-separated chunks window caps to score on the regulations test split and gold_dev"
+    )
+    parser.add_argument(
+        "--max-windows", type=int, default=None, help="chunks window cap (default: govtopic's long_doc.max_windows)"
+    )
+    parser.add_argument(
         "--baseline", help="a govtopic source folder to compare with (its src/), e.g. from `git archive OLD src`"
     )
     args = parser.parse_args()
     from transformers import AutoConfig
 
+    from govtopic.config import LongDocConfig
     from govtopic.record import ModelRecord
 
     config = AutoConfig.from_pretrained(args.model)
@@ -174,32 +235,45 @@ def main() -> None:
         f"{args.batch_size}; {args.threads} torch threads; bound {peak:.0f} GFLOP/s = "
         f"{peak * 1e9 / flops:.0f} full windows/s"
     )
+    cap = args.max_windows or LongDocConfig().max_windows
     common = (args.model, docs, args.batch_size, args.threads)
+    chunks_all = f"govtopic chunks, cap {PREVIOUS_CAP} (before)"
     rows = {
         "transformers.pipeline (truncation)": measure(_run_pipeline, *common, max_length),
-        "govtopic head": measure(_run_govtopic, *common, "head", "lean"),
-        "govtopic head, transformers forward": measure(_run_govtopic, *common, "head", "transformers"),
-        "govtopic chunks": measure(_run_govtopic, *common, "chunks", "lean"),
-        "govtopic chunks, transformers forward": measure(_run_govtopic, *common, "chunks", "transformers"),
+        "govtopic head": measure(_run_govtopic, *common, "head", "lean", None),
+        "govtopic head, transformers forward": measure(_run_govtopic, *common, "head", "transformers", None),
+        "govtopic chunks": measure(_run_govtopic, *common, "chunks", "lean", cap),
+        chunks_all: measure(_run_govtopic, *common, "chunks", "lean", PREVIOUS_CAP),
+        "govtopic chunks, transformers forward": measure(_run_govtopic, *common, "chunks", "transformers", cap),
     }
     if args.baseline:
         src = str(Path(args.baseline).resolve())
-        rows["baseline head"] = measure(_run_govtopic, *common, "head", src)
-        rows["baseline chunks"] = measure(_run_govtopic, *common, "chunks", src)
+        rows["baseline head"] = measure(_run_govtopic, *common, "head", src, None)
+        rows["baseline chunks"] = measure(_run_govtopic, *common, "chunks", src, None)
     if args.int8:
-        rows["govtopic head, int8"] = measure(_run_govtopic, *common, "head", "int8")
-    print(f"\n{'':<38} {'docs/s':>8} {'windows':>8} {'bound':>8} {'share':>7} {'peak MB':>8} {'acc full/l1':>12}")
+        rows["govtopic head, int8"] = measure(_run_govtopic, *common, "head", "int8", None)
+    print(f"(govtopic chunks rows read at most {cap} windows per document unless named otherwise)")
+    print(
+        f"\n{'':<38} {'docs/s':>8} {'windows':>8} {'capped':>7} {'bound':>8} {'share':>7} {'peak MB':>8} "
+        f"{'acc full/l1/l1 F1':>19}"
+    )
     for name, r in rows.items():
         bound = peak * 1e9 / (flops * r["windows"])
         rate = len(docs) / r["seconds"]
+        capped = "" if r.get("truncated") is None else f"{r['truncated']:.0%}"
         print(
-            f"{name:<38} {rate:>8.1f} {r['windows']:>8.2f} {bound:>8.1f} {rate / bound:>7.0%} "
-            f"{r['peak_mb']:>8.0f} {accuracy(r['labels'], gold):>12}"
+            f"{name:<38} {rate:>8.1f} {r['windows']:>8.2f} {capped:>7} {bound:>8.1f} {rate / bound:>7.0%} "
+            f"{r['peak_mb']:>8.0f} {accuracy(r['labels'], gold):>19}"
         )
     pipe, head, chunks = (rows[k] for k in ("transformers.pipeline (truncation)", "govtopic head", "govtopic chunks"))
     print(
         f"\nhead vs pipeline: {pipe['seconds'] / head['seconds']:.2f}x, same label on "
         f"{agreement(head['labels'], pipe['labels']):.1%}"
+    )
+    before = rows[chunks_all]
+    print(
+        f"chunks, cap {cap} vs cap {PREVIOUS_CAP}: {before['seconds'] / chunks['seconds']:.2f}x, same label on "
+        f"{agreement(chunks['labels'], before['labels']):.1%}"
     )
     for strategy, lean in (("head", head), ("chunks", chunks)):
         ref = rows[f"govtopic {strategy}, transformers forward"]
@@ -220,7 +294,20 @@ def main() -> None:
         print(
             f"int8 head: same label as fp32 on {agreement(rows['govtopic head, int8']['labels'], head['labels']):.1%}"
         )
-    print("(acc: accuracy against the gold labels, full label / first level)")
+    if args.caps:
+        caps = [int(c) for c in args.caps.split(",")]
+        table = measure(_run_caps, args.model, caps, args.batch_size, args.threads)
+        print(
+            f"\n{'chunks, as evaluate scores':<26} {'cap':>4} {'docs/s':>7} {'windows':>8} {'capped':>7} "
+            f"{'l1 acc':>7} {'l1 F1':>6}"
+        )
+        for name, c, rate, windows, capped, acc, f1 in table:
+            print(f"{name:<26} {c:>4} {rate:>7.1f} {windows:>8.2f} {capped:>7.0%} {acc:>7.3f} {f1:>6.3f}")
+    print(
+        "(capped: share of documents with more windows than the cap, whose windows were spread over them and which "
+        "report truncated: true; acc: accuracy against the gold labels, full label / first level, and first-level "
+        "macro-F1 over the gold classes)"
+    )
 
 
 if __name__ == "__main__":
