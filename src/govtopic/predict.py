@@ -203,8 +203,10 @@ class TopicClassifier:
                 item["_rows"] = (rows, block, [windows.spans[r] for r in rows], is_title[rows])
             info.append(item)
         if ngram and self.ngram is not None and self.record.ngram_weight > 0:
-            scores = self.ngram.full_scores(texts, read_titles(titles, long_doc, texts), self.labels)
-            pooled += self.record.ngram_weight * scores
+            read = read_titles(titles, long_doc, texts)
+            pooled += self.record.ngram_weight * self.ngram.full_scores(texts, read, self.labels)
+            for item, known in zip(info, self.ngram.known_share(texts, read)):
+                item["known_ngrams"] = round(float(known), 4)
         return pooled, info
 
     # ------------------------------------------------------------ public
@@ -309,6 +311,8 @@ class TopicClassifier:
             out["top_k_l1"] = [{"label": l1_names[j], "score": float(l1_probs[0][j])} for j in l1_top]
         if text is not None:
             out["evidence"] = _evidence(info["_rows"], best, text)
+        if "known_ngrams" in info:
+            out["known_ngrams"] = info["known_ngrams"]
         return review.flag(out, probs, self.labels, self.record.thresholds)  # needs_review (govtopic/review.py)
 
 

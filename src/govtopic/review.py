@@ -15,7 +15,10 @@ person, and the fit reports it.
 - ``close_second``: the two most probable classes are closer than the margin;
 - ``class_never_reaches_precision``: the class has no threshold;
 - ``second_level_unsure``: the first level passed, the full label did not; ``label`` becomes the first level
-  alone (``score`` its ``score_l1``) and the model's full label is kept as ``label_suggested``.
+  alone (``score`` its ``score_l1``) and the model's full label is kept as ``label_suggested``;
+- ``unlike_training``: fewer than ``UNFAMILIAR_SHARE`` of the document's character n-grams are known to the
+  model's n-gram channel (a recipe, a novel, English: nothing like a government document). This one is flagged
+  with or without thresholds, so a document unlike any in training is never silently forced into a class.
 
 Without thresholds results are unchanged (no ``needs_review`` key). Documents the model cannot read (label None)
 carry their ``reason`` instead.
@@ -34,13 +37,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from govtopic.labels import SEP, hierarchical_decode, is_full_label, l1
+from govtopic.ngram import UNFAMILIAR_SHARE
 
 # Margins tried when none is given: 0 turns the close-second rule off.
 MARGIN_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
 # Thresholds are stored rounded down to this many decimals (config.json stays readable; float32 scores at
 # prediction compare the same way as the float64 ones they were fitted on).
 _DECIMALS = 6
-REASONS = ("low_score", "close_second", "class_never_reaches_precision", "second_level_unsure")
+REASONS = ("low_score", "close_second", "class_never_reaches_precision", "second_level_unsure", "unlike_training")
 
 
 def _floor(x: float) -> float:
@@ -233,7 +237,8 @@ def _reason(score: float, margin: float, t: float | None, m: float) -> str | Non
 
 
 def flag(result: dict, probs: np.ndarray, labels: Sequence[str], thresholds: dict | None) -> dict:
-    """Add ``needs_review`` and ``review_reason`` to one ``predict()`` result (unchanged without thresholds).
+    """Add ``needs_review`` and ``review_reason`` to one ``predict()`` result (unchanged without thresholds,
+    unless the document is unlike training: ``known_ngrams`` below ``UNFAMILIAR_SHARE``).
 
     Args:
         result: the result of one document (``label``, ``label_l1``, ``score``, ``score_l1``, ...).
@@ -245,6 +250,9 @@ def flag(result: dict, probs: np.ndarray, labels: Sequence[str], thresholds: dic
         >>> flag({"label": "卫生、体育\\卫生", "label_l1": "卫生、体育", ...}, probs, labels, th)["needs_review"]
         False
     """
+    if result.get("known_ngrams", 1.0) < UNFAMILIAR_SHARE:
+        result["needs_review"], result["review_reason"] = True, "unlike_training"
+        return result
     if not thresholds:
         return result
     s = scores(np.asarray(probs)[None, :], labels)
@@ -284,6 +292,12 @@ def describe(result: dict, thresholds: dict | None = None) -> str:
         return f"close second: {second} is within {th.get('margin', 0):.2f} of {first}"
     if why == "class_never_reaches_precision":
         return f"{first}: no score reaches {target} for this class on the validation split, so a person decides"
+    if why == "unlike_training":
+        known = result.get("known_ngrams", 0.0)
+        return (
+            f"unlike the training documents: only {known:.0%} of its character n-grams are known to the model "
+            f"(government documents have {UNFAMILIAR_SHARE:.0%} or more); is it a government document at all?"
+        )
     return "no review needed"
 
 
