@@ -520,7 +520,7 @@ def _predict_shard(inputs: list[str], job: Job, output: Path, errors: Path, rank
         done = _done_sources(output) | _done_sources(errors)
         with open(output, "a", encoding="utf-8") as out, open(errors, "a", encoding="utf-8") as err:
             clf = get_classifier(job.model)
-            title = clf.record.title_column if job.title_column is None else (job.title_column or None)
+            title = clf.record.read_title_column(job.title_column)
             columns = Columns(job.text_column, job.id_column, title)
             counts = _predict_records(iter_records(inputs, columns), clf, job, out, err, done, rank, world)
     counts["output"], counts["errors_file"] = str(output), str(errors)

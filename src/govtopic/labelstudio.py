@@ -179,7 +179,7 @@ def write_review_queue(
             f"{model_dir}: the model has no review thresholds (config.json govtopic.thresholds is empty); "
             f"fit them first: govtopic calibrate-thresholds {model_dir} [LABELLED_FILE] --precision 0.95"
         )
-    title = clf.record.title_column if title_column is None else (title_column or None)
+    title = clf.record.read_title_column(title_column)
     records = iter_records(inputs, Columns(text=text_column, id=id_column, title=title))
     counts = {"documents": 0, "automatic": 0, "queued": 0, "read_errors": 0, "by_reason": {}}
     queue, unreadable = [], []

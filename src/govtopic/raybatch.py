@@ -193,13 +193,14 @@ def _check_names(files: list[Path]) -> None:
 
 def _columns(model: str, text: str, title: str | None, ident: str) -> Columns:
     """The table columns to read; the title column defaults to the one the model was trained with."""
-    if title is None:
-        from transformers import AutoConfig
+    if title is not None:
+        return Columns(text, ident, title or None)
+    from transformers import AutoConfig
 
-        from govtopic.record import ModelRecord
+    from govtopic.record import ModelRecord
 
-        title = ModelRecord.from_config(AutoConfig.from_pretrained(model), model).title_column
-    return Columns(text, ident, title or None)
+    record = ModelRecord.from_config(AutoConfig.from_pretrained(model), model)
+    return Columns(text, ident, record.read_title_column(None))
 
 
 def _rows(files: list[Path], columns: Columns) -> list[dict]:

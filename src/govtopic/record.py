@@ -93,6 +93,16 @@ class ModelRecord:
             )
         return record
 
+    def read_title_column(self, asked: str | None) -> str | None:
+        """The table column to read titles from: ``asked`` (``""`` for none), or the one training read when
+        ``asked`` is None, so prediction reads titles as training did.
+
+        Example:
+            >>> record.read_title_column(None), record.read_title_column(""), record.read_title_column("标题")
+            ('title', None, '标题')
+        """
+        return self.title_column if asked is None else (asked or None)
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as config.json's ``govtopic`` mapping (the labels live in id2label)."""
         values = dataclasses.asdict(self)

@@ -294,7 +294,7 @@ def suggest_files(
             raise FileSafetyError(f"output file {out} is also an input (read from {item}); choose another --output")
     check_claimable(out, "output file", "--output")
     clf = TopicClassifier(model_dir)
-    title = clf.record.title_column if title_column is None else (title_column or None)
+    title = clf.record.read_title_column(title_column)
     records, errors = [], 0
     for rec in iter_records(inputs, Columns(text=text_column, id=id_column, title=title)):
         if rec.error is not None:
