@@ -23,8 +23,8 @@ import torch
 
 from govtopic.fsutil import mark_folder, owns_folder, replace_dir
 from govtopic.modeling import ModelLoadError
-from govtopic.normalize import normalize
 from govtopic.predict import TopicClassifier
+from govtopic.titles import encode_documents
 from govtopic.windows import Windows
 
 logger = logging.getLogger(__name__)
@@ -221,10 +221,11 @@ def pad_batch(windows: Windows, rows: np.ndarray, pad_id: int) -> tuple[np.ndarr
 @torch.inference_mode()
 def compare(clf: TopicClassifier, session, docs: list[str], batch_size: int = CHECK_BATCH) -> dict:
     """Largest logit difference and top-label agreement of torch and ONNX on the predictor's windows."""
-    clean = [t for t in (normalize(d, clf.normalize_config) for d in docs) if t.strip()]
-    if not clean:
+    prepared = clf.prepare(list(docs))  # stage 1 of predict(): the same text, titles and windows
+    if not prepared.todo:
         raise ValueError("check_docs has no text left after normalisation; pass a few real documents")
-    windows = clf.encode(clean, clf.long_doc)
+    texts, titles = prepared.texts_of(prepared.todo)
+    windows, _ = encode_documents(clf.tokenizer, texts, titles, prepared.long_doc)
     # As the predictor batches: longest first, each batch padded only to its own longest window.
     order = np.argsort([-len(ids) for ids in windows.input_ids], kind="stable")
     pad = clf.tokenizer.pad_token_id or 0

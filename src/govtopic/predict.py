@@ -1,8 +1,14 @@
 """Batched inference: ``predict()`` for one-off calls and ``TopicClassifier`` for repeated use.
 
-Documents are normalised exactly as in training, cut into windows by the model's long-document strategy,
-sorted by length and batched across documents (each batch padded only to its own longest window), then the
-windows' logits are pooled back per document and the caller's order is restored.
+``TopicClassifier.predict`` runs three stages, which the service, Ray actors, review and evaluation share
+through it (evaluation calls stage 2 directly on documents its loader has normalised):
+
+1. ``prepare``: documents checked, normalised as the long-document strategy reads them (as in training), titles
+   read by the title rule, empty documents answered without the model;
+2. ``document_logits``: windows cut by the strategy (``govtopic.strategies``), sorted by length and batched
+   across documents (each batch padded only to its own longest window), logits pooled back per document with
+   the title window's weight, the n-gram channel added;
+3. ``decode``: calibrated scores decoded top-down into results in the caller's order, with the review flag.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +97,30 @@ def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
     return value
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Documents ready for the model (``TopicClassifier.prepare``): what the strategy reads of each, its title,
+    and the answers of the documents that need no model (empty ones), by position."""
+
+    raw: list[str]  # the bodies as given
+    texts: list[str]  # normalised as the strategy reads them
+    titles: list[str] | None  # normalised titles (given, or read from the text); None when there are none
+    title_given: list[bool]
+    long_doc: LongDocConfig
+    single: bool  # one document was given (predict returns one result)
+    answered: dict[int, dict]
+    todo: list[int]  # positions the model reads, longest first
+
+    def groups(self, size: int) -> Iterator[list[int]]:
+        """The positions to read, ``size`` documents at a time."""
+        for start in range(0, len(self.todo), size):
+            yield self.todo[start : start + size]
+
+    def texts_of(self, group: list[int]) -> tuple[list[str], list[str] | None]:
+        """The normalised bodies and titles of ``group``, for ``document_logits``."""
+        return [self.texts[i] for i in group], [self.titles[i] for i in group] if self.titles else None
 
 
 class TopicClassifier:
@@ -238,54 +268,101 @@ class TopicClassifier:
             >>> clf.predict({"title": "关于加强城市规划管理的通知", "text": "各区人民政府……"})["label_l1"]
             '城乡建设、环境保护'
         """
-        docs, titles, single = _check_texts(texts)
         batch_size, top_k = _check_count("batch_size", batch_size), _check_count("top_k", top_k)
-        cfg = self.long_doc if long_doc is None else dataclasses.replace(self.long_doc, strategy=long_doc)
-        get_strategy(cfg.strategy)  # a ValueError naming the registered strategies
-        results: list[dict | None] = [None] * len(docs)
-        show = progress if progress is not None else len(docs) >= _PROGRESS_FROM
-        bar = _progress_bar(len(docs), show)
-        clean = [self.normalize_for(t, cfg) for t in docs]
-        titles = read_titles(titles, cfg)
-        clean_titles = [normalize(t, self.normalize_config) if t else "" for t in titles] if titles else None
-        clean_titles = read_titles(clean_titles, cfg, clean)  # a document without one: the title its text opens with
-        todo = [i for i, t in enumerate(clean) if t.strip() or (clean_titles and clean_titles[i].strip())]
-        for i in set(range(len(docs))) - set(todo):
-            results[i] = _empty_result(docs[i] + (titles[i] if titles else ""))
-        # Longest first: batches fill with windows of similar length and the slowest work is seen early.
-        todo.sort(key=lambda i: -len(clean[i]))
-        for g in range(0, len(todo), _GROUP_DOCS):
-            group = todo[g : g + _GROUP_DOCS]
-            texts_g = [clean[i] for i in group]
-            titles_g = [clean_titles[i] for i in group] if clean_titles else None
-            logits, info = self.document_logits(texts_g, cfg, batch_size, return_evidence, titles_g)
-            probs = _softmax(logits / self.temperature)
-            for k, i in enumerate(group):
-                if info[k]["tokens"] == 0:  # e.g. only zero-width or combining characters survived
-                    results[i] = _empty_result(docs[i], "no readable characters (nothing the tokenizer can read)")
-                    continue
-                share = round(float(info[k]["unknown_share"]), 4)
-                if share > UNREADABLE_SHARE:  # Korean, Arabic, emoji...: any topic would be a guess
-                    reason = (
-                        f"the model cannot read this text: {share:.0%} of it is in characters its vocabulary does "
-                        "not have (another script such as Korean or Arabic, emoji, or a file decoded with the "
-                        "wrong encoding)"
-                    )
-                    results[i] = {**_empty_result(docs[i], reason), "unknown_share": share}
-                    continue
-                if not np.isfinite(probs[k]).all():
-                    raise RuntimeError(
-                        f"{self.source} gave scores that are not a number (NaN) for document {i}: its weights or "
-                        "temperature are broken, or half precision overflowed. Load the folder again "
-                        "(TopicClassifier checks them), use precision fp32, or train the model again."
-                    )
-                shown = (texts_g[k], titles_g[k] if titles_g else "") if return_evidence else None
-                results[i] = {**self._result(probs[k], info[k], top_k, shown), "unknown_share": share}
-                if titles_g and titles_g[k] and not (titles and titles[i]):
-                    results[i]["guessed_title"] = titles_g[k]  # read from the text (govtopic.titles.guess_title)
+        prepared = self.prepare(texts, long_doc)
+        results: list[dict | None] = [None] * len(prepared.raw)
+        for i, answer in prepared.answered.items():
+            results[i] = answer
+        show = progress if progress is not None else len(results) >= _PROGRESS_FROM
+        bar = _progress_bar(len(results), show)
+        for group in prepared.groups(_GROUP_DOCS):
+            texts_g, titles_g = prepared.texts_of(group)
+            logits, info = self.document_logits(texts_g, prepared.long_doc, batch_size, return_evidence, titles_g)
+            for i, result in zip(group, self.decode(prepared, group, logits, info, top_k, return_evidence)):
+                results[i] = result
             bar.update(len(group))
         bar.close()
-        return results[0] if single else results  # type: ignore[return-value]
+        return results[0] if prepared.single else results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ the stages of predict()
+    def prepare(self, texts: str | dict | Sequence[str | dict], long_doc: str | None = None) -> Prepared:
+        """Stage 1: check the documents, normalise what the strategy reads, read titles by the title rule (a
+        document without one gets the title its text opens with), and answer the empty ones without the model.
+
+        Args:
+            texts: as ``predict``.
+            long_doc: a registered strategy's name instead of the model's.
+
+        Example:
+            >>> prepared = clf.prepare(["关于加强城市规划管理的通知\n各区人民政府……", ""])
+            >>> prepared.titles[0], prepared.answered[1]["reason"]
+            ('关于加强城市规划管理的通知', 'empty document')
+        """
+        docs, titles, single = _check_texts(texts)
+        cfg = self.long_doc if long_doc is None else dataclasses.replace(self.long_doc, strategy=long_doc)
+        get_strategy(cfg.strategy)  # a ValueError naming the registered strategies
+        clean = [self.normalize_for(t, cfg) for t in docs]
+        given = read_titles(titles, cfg)
+        clean_titles = [normalize(t, self.normalize_config) if t else "" for t in given] if given else None
+        clean_titles = read_titles(clean_titles, cfg, clean)  # a document without one: the title its text opens with
+        todo = [i for i, t in enumerate(clean) if t.strip() or (clean_titles and clean_titles[i].strip())]
+        answered = {
+            i: _empty_result(docs[i] + (given[i] if given else "")) for i in sorted(set(range(len(docs))) - set(todo))
+        }
+        # Longest first: batches fill with windows of similar length and the slowest work is seen early.
+        todo.sort(key=lambda i: -len(clean[i]))
+        return Prepared(
+            docs, clean, clean_titles, [bool(given and given[i]) for i in range(len(docs))], cfg, single, answered, todo
+        )
+
+    def decode(
+        self,
+        prepared: Prepared,
+        group: list[int],
+        logits: np.ndarray,
+        info: list[dict],
+        top_k: int = 1,
+        return_evidence: bool = False,
+    ) -> list[dict]:
+        """Stage 3: results of the documents ``group`` (positions in ``prepared``) from their pooled logits and
+        window information (``document_logits``, stage 2): calibrated scores decoded top-down, the review flag,
+        and a reason instead of a topic for a document the model cannot read.
+
+        Example:
+            >>> texts, titles = prepared.texts_of(group)
+            >>> logits, info = clf.document_logits(texts, prepared.long_doc, 32, titles=titles)
+            >>> clf.decode(prepared, group, logits, info)[0]["label_l1"]
+            '城乡建设、环境保护'
+        """
+        probs = _softmax(logits / self.temperature)
+        out = []
+        for k, i in enumerate(group):
+            raw = prepared.raw[i]
+            if info[k]["tokens"] == 0:  # e.g. only zero-width or combining characters survived
+                out.append(_empty_result(raw, "no readable characters (nothing the tokenizer can read)"))
+                continue
+            share = round(float(info[k]["unknown_share"]), 4)
+            if share > UNREADABLE_SHARE:  # Korean, Arabic, emoji...: any topic would be a guess
+                reason = (
+                    f"the model cannot read this text: {share:.0%} of it is in characters its vocabulary does "
+                    "not have (another script such as Korean or Arabic, emoji, or a file decoded with the "
+                    "wrong encoding)"
+                )
+                out.append({**_empty_result(raw, reason), "unknown_share": share})
+                continue
+            if not np.isfinite(probs[k]).all():
+                raise RuntimeError(
+                    f"{self.source} gave scores that are not a number (NaN) for document {i}: its weights or "
+                    "temperature are broken, or half precision overflowed. Load the folder again "
+                    "(TopicClassifier checks them), use precision fp32, or train the model again."
+                )
+            title = prepared.titles[i] if prepared.titles else ""
+            shown = (prepared.texts[i], title) if return_evidence else None
+            result = {**self._result(probs[k], info[k], top_k, shown), "unknown_share": share}
+            if title and not prepared.title_given[i]:
+                result["guessed_title"] = title  # read from the text (govtopic.titles.guess_title)
+            out.append(result)
+        return out
 
     def _result(self, probs: np.ndarray, info: dict, top_k: int, text: tuple[str, str] | None) -> dict:
         full_idx, l1_names, l1_probs = hierarchical_decode(probs[None, :], self.labels)
