@@ -136,6 +136,19 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+def with_ngram_channel(model_dir: Path, folder: Path, weight: float) -> str:
+    """A copy of ``model_dir`` in ``folder`` with an n-gram channel fitted on ``synthetic_rows`` (three clear
+    topics) at ``weight``: built in seconds, it knows those topics."""
+    from govtopic.evaluation import update_record
+    from govtopic.ngram import NgramChannel
+
+    folder = shutil.copytree(model_dir, folder)
+    rows = synthetic_rows(150)
+    NgramChannel().fit([r["text"] for r in rows], [r["label"] for r in rows]).save(folder)
+    update_record(folder, ngram_weight=weight)
+    return str(folder)
+
+
 def synthetic_config(tmp_path: Path, n: int = 300, **train) -> Path:
     import json
 

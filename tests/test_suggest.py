@@ -2,15 +2,12 @@
 
 import json
 import logging
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import TOPIC_WORDS, synthetic_rows
+from conftest import TOPIC_WORDS, with_ngram_channel
 from govtopic.cli import main
-from govtopic.evaluation import update_record
-from govtopic.ngram import NgramChannel
 from govtopic.suggest import margins, select, suggest
 
 CITY, LAW, HEALTH = (TOPIC_WORDS[k] for k in TOPIC_WORDS)
@@ -19,11 +16,7 @@ CITY, LAW, HEALTH = (TOPIC_WORDS[k] for k in TOPIC_WORDS)
 @pytest.fixture(scope="module")
 def trained_model(tiny_model_dir, tmp_path_factory):
     """The tiny model with an n-gram channel fitted on three clear topics and a large weight: it knows them."""
-    folder = shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("suggest") / "model")
-    rows = synthetic_rows(150)
-    NgramChannel().fit([r["text"] for r in rows], [r["label"] for r in rows]).save(folder)
-    update_record(folder, ngram_weight=8.0)
-    return str(folder)
+    return with_ngram_channel(tiny_model_dir, tmp_path_factory.mktemp("suggest") / "model", 8.0)
 
 
 def _doc(words: str, i: int, n: int = 8) -> str:

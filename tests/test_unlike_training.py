@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from conftest import TOPIC_WORDS, synthetic_rows
-from govtopic.evaluation import update_record
+from conftest import TOPIC_WORDS, synthetic_rows, with_ngram_channel
 from govtopic.ngram import UNFAMILIAR_SHARE, NgramChannel
 from govtopic.review import describe
 
@@ -18,11 +15,7 @@ NUMBERS = "2023 1 234.5 678.9 12.3%\n2024 2 345.6 789.0 13.4%\n2025 3 456.7 890.
 
 @pytest.fixture(scope="module")
 def model_with_channel(tiny_model_dir, tmp_path_factory):
-    folder = shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("unlike") / "model")
-    rows = synthetic_rows(150)
-    NgramChannel().fit([r["text"] for r in rows], [r["label"] for r in rows]).save(folder)
-    update_record(folder, ngram_weight=1.0)
-    return folder
+    return with_ngram_channel(tiny_model_dir, tmp_path_factory.mktemp("unlike") / "model", 1.0)
 
 
 def _like_training(i: int) -> str:
