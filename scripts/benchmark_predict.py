@@ -197,6 +197,15 @@ def accuracy(labels: list, gold: list[str]) -> str:
     return f"{full:.3f} / {l1:.3f} / {np.mean(f1s):.3f}"
 
 
+def _against(prefix: str, new: dict, old: dict, what: str) -> str:
+    """One line: how much faster ``new`` ran than ``old``, how often they agree, their largest score gap."""
+    return (
+        f"{prefix}{old['seconds'] / new['seconds']:.2f}x {what}; same labels on "
+        f"{agreement(new['labels'], old['labels']):.1%}, largest score difference "
+        f"{max_score_diff(new['scores'], old['scores']):.1e}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "runs" / "quickstart" / "model"))
@@ -276,20 +285,17 @@ def main() -> None:
         f"{agreement(chunks['labels'], before['labels']):.1%}"
     )
     for strategy, lean in (("head", head), ("chunks", chunks)):
-        ref = rows[f"govtopic {strategy}, transformers forward"]
         print(
-            f"{strategy}: lean forward {ref['seconds'] / lean['seconds']:.2f}x the transformers forward; same "
-            f"labels on {agreement(lean['labels'], ref['labels']):.1%}, largest score difference "
-            f"{max_score_diff(lean['scores'], ref['scores']):.1e}"
+            _against(
+                f"{strategy}: lean forward ",
+                lean,
+                rows[f"govtopic {strategy}, transformers forward"],
+                "the transformers forward",
+            )
         )
     if args.baseline:
         for strategy, new in (("head", head), ("chunks", chunks)):
-            old = rows[f"baseline {strategy}"]
-            print(
-                f"{strategy}: {old['seconds'] / new['seconds']:.2f}x the baseline; same labels on "
-                f"{agreement(new['labels'], old['labels']):.1%}, largest score difference "
-                f"{max_score_diff(new['scores'], old['scores']):.1e}"
-            )
+            print(_against(f"{strategy}: ", new, rows[f"baseline {strategy}"], "the baseline"))
     if args.int8:
         print(
             f"int8 head: same label as fp32 on {agreement(rows['govtopic head, int8']['labels'], head['labels']):.1%}"

@@ -339,12 +339,7 @@ def check_outputs(inputs: list[str], output: Path, errors: Path) -> None:
     Checked before anything is deleted or opened for writing; links and hard links count as the same file.
     """
     for path, (what, option) in ((output, OUTPUT), (errors, ERRORS)):
-        for item in inputs:
-            if _reads(item, path):
-                raise FileSafetyError(
-                    f"{what} {path} is also an input (read from {item}): writing it would destroy the documents "
-                    f"being read; choose a path outside the inputs ({option})"
-                )
+        check_not_an_input(inputs, path, what, option)
     if same_file(output, errors):
         raise FileSafetyError(
             f"the output file {output} and the errors file {errors} are the same file; pass another --errors "
@@ -352,6 +347,22 @@ def check_outputs(inputs: list[str], output: Path, errors: Path) -> None:
         )
     check_claimable(output, *OUTPUT)
     check_claimable(errors, *ERRORS)
+
+
+def check_not_an_input(inputs: list[str], path: Path, what: str, option: str) -> None:
+    """Refuse to write ``path`` when reading ``inputs`` reads it (links and hard links count), before any work.
+
+    Example:
+        >>> check_not_an_input(["inbox/"], Path("inbox/a.txt"), "output file", "--output")
+        Traceback (most recent call last):
+        FileSafetyError: output file inbox/a.txt is also an input (read from inbox/): ...
+    """
+    for item in inputs:
+        if _reads(item, path):
+            raise FileSafetyError(
+                f"{what} {path} is also an input (read from {item}): writing it would destroy the documents "
+                f"being read; choose a path outside the inputs ({option})"
+            )
 
 
 def _reads(item: str, path: Path) -> bool:

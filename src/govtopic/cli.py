@@ -12,6 +12,21 @@ from pathlib import Path
 from govtopic.strategies import strategy_names
 
 
+def _add_table_columns(parser: argparse.ArgumentParser) -> None:
+    """The columns of JSONL/CSV/Parquet inputs, the same for every command that reads documents."""
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument(
+        "--title-column",
+        help="title column of tables, read by the model's title rule (default: the column the model was trained "
+        "with; '' for none)",
+    )
+    parser.add_argument("--id-column", default="id")
+
+
+def _table_columns(args) -> dict[str, str | None]:
+    return {"text_column": args.text_column, "title_column": args.title_column, "id_column": args.id_column}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="govtopic", description="Topic tagging for Chinese government documents.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -56,13 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--top-k", type=int, default=1)
     r.add_argument("--long-doc", choices=strategy_names())
-    r.add_argument("--text-column", default="text")
-    r.add_argument(
-        "--title-column",
-        help="title column of tables, read by the model's title rule (default: the column the model was trained "
-        "with; '' for none)",
-    )
-    r.add_argument("--id-column", default="id")
+    _add_table_columns(r)
     r.add_argument("--evidence", action="store_true", help="add the passage that supports each label")
     r.add_argument(
         "--no-resume", action="store_true", help="start over instead of skipping documents already in OUTPUT"
@@ -114,9 +123,7 @@ def _add_review_parsers(sub) -> None:
     rv.add_argument("model_dir", help="a model folder with thresholds (govtopic calibrate-thresholds)")
     rv.add_argument("inputs", nargs="+", help=".txt files, folders of .txt, or .jsonl/.csv/.parquet tables")
     rv.add_argument("--output", required=True, help="queue folder (queue.jsonl, label_studio_tasks.json, config)")
-    rv.add_argument("--text-column", default="text")
-    rv.add_argument("--title-column", help="title column of tables (default: the model's own; '' for none)")
-    rv.add_argument("--id-column", default="id")
+    _add_table_columns(rv)
     rv.add_argument("--taxonomy", help="taxonomy YAML for the labelling config (default: the model's config)")
     rv.add_argument("--batch-size", type=int, default=32)
 
@@ -127,9 +134,7 @@ def _add_review_parsers(sub) -> None:
     sg.add_argument("--output", required=True, help="JSONL of the picks, most useful first")
     sg.add_argument("--level", choices=["l1", "full"], default="l1", help="margin between first-level or full labels")
     sg.add_argument("--oversample", type=int, help="candidates per pick before clustering (1: margin alone)")
-    sg.add_argument("--text-column", default="text")
-    sg.add_argument("--title-column", help="title column of tables (default: the model's own; '' for none)")
-    sg.add_argument("--id-column", default="id")
+    _add_table_columns(sg)
     sg.add_argument("--batch-size", type=int, default=32)
 
 
@@ -147,9 +152,7 @@ def _suggest(args) -> int:
         args.budget,
         level=args.level,
         oversample=OVERSAMPLE if args.oversample is None else args.oversample,
-        text_column=args.text_column,
-        title_column=args.title_column,
-        id_column=args.id_column,
+        **_table_columns(args),
         batch_size=args.batch_size,
     )
     print(json.dumps(counts, ensure_ascii=False))
@@ -190,9 +193,7 @@ def _review(args) -> int:
         args.model_dir,
         args.inputs,
         args.output,
-        text_column=args.text_column,
-        title_column=args.title_column,
-        id_column=args.id_column,
+        **_table_columns(args),
         taxonomy=args.taxonomy,
         batch_size=args.batch_size,
     )
@@ -270,9 +271,7 @@ def _predict(args) -> int:
         top_k=args.top_k,
         long_doc=args.long_doc,
         resume=not args.no_resume,
-        text_column=args.text_column,
-        title_column=args.title_column,
-        id_column=args.id_column,
+        **_table_columns(args),
         evidence=args.evidence,
     )
     print(json.dumps(counts, ensure_ascii=False))
@@ -329,9 +328,7 @@ def _add_serve_parsers(sub) -> None:
     rp.add_argument("--batch-docs", type=int, default=64, help="documents per actor call")
     rp.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
     rp.add_argument("--top-k", type=int, default=1)
-    rp.add_argument("--text-column", default="text")
-    rp.add_argument("--title-column", help="title column (default: the model's own; '' for none)")
-    rp.add_argument("--id-column", default="id")
+    _add_table_columns(rp)
 
 
 def _serve(args) -> int:
@@ -358,9 +355,7 @@ def _predict_ray(args) -> int:
         batch_docs=args.batch_docs,
         batch_size=args.batch_size,
         top_k=args.top_k,
-        text_column=args.text_column,
-        title_column=args.title_column,
-        id_column=args.id_column,
+        **_table_columns(args),
     )
     print(
         f"predicted {counts['predicted']} documents from {counts['files_done']} file(s) "

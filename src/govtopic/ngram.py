@@ -135,17 +135,21 @@ class NgramChannel:
         """Per document, the share of its character 2–3-grams (body, or title when the body is empty) that are
         in the channel's vocabulary: how much the document resembles what the model was trained on."""
         blocks = _block_texts(texts, titles)
+        # Built once per call: an analyzer and the vocabulary of each block the channel has.
+        readers = {
+            block: (v.build_analyzer(), v.vocabulary_)
+            for block in BLOCKS
+            if (v := self.vectorizers.get(block)) is not None
+        }
         out = np.ones(len(texts), dtype=np.float32)
         for i, (title, body) in enumerate(zip(blocks["title"], blocks["body"])):
-            block = "body" if body.strip() else "title"
-            vectorizer = self.vectorizers.get(block)
-            text = body if block == "body" else title
-            if vectorizer is None or not text.strip():
+            block, text = ("body", body) if body.strip() else ("title", title)
+            if block not in readers or not text.strip():
                 continue
+            analyze, vocabulary = readers[block]
             # n-grams with a Chinese character: a table of numbers or an English text has none, and is unlike
             # every training document (share 0).
-            grams = [g for g in vectorizer.build_analyzer()(text) if len(g) >= 2 and _HAN.search(g)]
-            vocabulary = vectorizer.vocabulary_
+            grams = [g for g in analyze(text) if len(g) >= 2 and _HAN.search(g)]
             out[i] = sum(g in vocabulary for g in grams) / len(grams) if grams else 0.0
         return out
 

@@ -282,16 +282,14 @@ def suggest_files(
         >>> suggest_files("runs/quickstart/model", ["inbox.jsonl"], "to_label.jsonl", budget=50)["suggested"]
         50
     """
-    from govtopic.batch import Columns, _reads, check_inputs, iter_records
-    from govtopic.fsutil import FileSafetyError, check_claimable, write_output_text
+    from govtopic.batch import Columns, check_inputs, check_not_an_input, iter_records
+    from govtopic.fsutil import check_claimable, write_output_text
     from govtopic.predict import TopicClassifier
 
     _check_budget(budget)
     out = Path(output)
-    check_inputs(inputs)
-    for item in inputs:  # before any work: never over an input, never over a file govtopic did not write
-        if _reads(item, out):
-            raise FileSafetyError(f"output file {out} is also an input (read from {item}); choose another --output")
+    check_inputs(inputs)  # before any work: never over an input, never over a file govtopic did not write
+    check_not_an_input(inputs, out, "output file", "--output")
     check_claimable(out, "output file", "--output")
     clf = TopicClassifier(model_dir)
     title = clf.record.read_title_column(title_column)
