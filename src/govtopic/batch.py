@@ -1,15 +1,19 @@
 """Prediction over files: streams documents from .txt files, folders, JSONL, CSV or Parquet in bounded memory,
 writes results as it goes, resumes an interrupted run, and reports unreadable documents instead of stopping.
 
-Every document has a stable ``source`` key (``path`` for a .txt file, ``path:line`` for JSONL and CSV, the
-line a row starts on, ``path:row`` for Parquet), which is how a resumed run knows what is already done.
+Every document has a stable ``source`` key (``path`` for a .txt file, ``path:line`` for JSONL, CSV and TSV,
+the line a row starts on, ``path:N`` for the N-th object of a JSON array, ``path:row`` for Parquet), which is how
+a resumed run knows what is already done. A file in a folder that is not read (a .docx, a .pdf) is reported
+as an error, never skipped in silence.
 A run writes only files it may own (see ``govtopic.fsutil.claim_output``): never an input, never a file
 another program wrote, never one another run is writing, never a device or pipe.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -18,16 +22,46 @@ import os
 import re
 import sys
 import time
+import unicodedata
+import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from govtopic.fsutil import FileSafetyError, check_claimable, claim_output, identity, release_output, same_file
+from govtopic.fsutil import (
+    FileSafetyError,
+    atomic_write_text,
+    check_claimable,
+    claim_output,
+    identity,
+    release_output,
+    same_file,
+    written_by_govtopic,
+)
 
 logger = logging.getLogger(__name__)
 
-TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+# Byte-order marks that name an encoding outright (UTF-32 first: its little-endian mark starts like UTF-16's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Files that are not text whatever their name says: (how they start, what they are).
+_BINARY_MAGIC = (
+    (b"PK\x03\x04", "a Word, Excel, WPS or zip file"),
+    (b"\xd0\xcf\x11\xe0", "an old Word, Excel or WPS file"),
+    (b"%PDF", "a PDF"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"{\\rtf", "an RTF document"),
+)
+# Files a folder may hold that are nobody's document (Windows thumbnails, Office lock files start with ~$).
+_SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
 # Tried in this order when a text is not UTF-8; when both decode it, charset-normalizer decides.
 CHINESE_ENCODINGS = ("gb18030", "big5")
 UNREADABLE = "not UTF-8, GB18030 or Big5 text"
@@ -39,6 +73,9 @@ ERRORS = ("errors file", "--errors")
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Characters every real text has some of: ASCII (spaces, line breaks, digits), CJK and full-width punctuation.
+_TEXT_MARKS = re.compile("[\x09-\x7e\u3000-\u303f\uff01-\uff65]")
 
 
 class InputError(ValueError):
@@ -70,8 +107,12 @@ def decode_bytes(raw: bytes) -> str:
     """UTF-8 (with or without BOM), else GB18030 or Big5, the encodings Chinese portals publish in.
 
     Big5 text comes back as the Traditional Chinese it holds (normalisation converts it to Simplified later).
+    UTF-16 and UTF-32 with a byte-order mark (Windows Notepad's "Unicode") are read too.
     Raises ``UnicodeDecodeError`` when the bytes are none of these.
     """
+    bom = _bom_encoding(raw)
+    if bom is not None:
+        return _decode_with_bom(raw, bom)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -100,6 +141,30 @@ def detect_chinese_encoding(raw: bytes) -> str | None:
     return "gb18030"
 
 
+def _bom_encoding(head: bytes) -> str | None:
+    """``"utf-16"`` or ``"utf-32"`` when ``head`` starts with that encoding's byte-order mark."""
+    for mark, encoding in _BOMS:
+        if head.startswith(mark):
+            return encoding
+    return None
+
+
+def _decode_with_bom(raw: bytes, encoding: str) -> str:
+    """Decode UTF-16/32 text; bytes that only start like it (binary junk) raise ``UnicodeDecodeError``.
+
+    Any two bytes are a UTF-16 character, so the text must also look like text: no control, unassigned or
+    private-use characters, and some punctuation, space, line break or ASCII, as every real document has.
+    """
+    text = raw.decode(encoding)
+    for position, char in enumerate(text):
+        if unicodedata.category(char) in ("Cn", "Co", "Cs") or (char < " " and char not in "\t\n\r\f"):
+            offset = len(text[:position].encode(encoding))  # the BOM included
+            raise UnicodeDecodeError(encoding, raw, offset, offset + 1, f"{encoding} that holds no text")
+    if text and not _TEXT_MARKS.search(text):
+        raise UnicodeDecodeError(encoding, raw, 0, len(raw), f"{encoding} that holds no text")
+    return text
+
+
 def _decodes(raw: bytes, encoding: str) -> bool:
     try:
         raw.decode(encoding)
@@ -108,22 +173,71 @@ def _decodes(raw: bytes, encoding: str) -> bool:
     return True
 
 
+def _doc_id(path: Path) -> str:
+    """A .txt file's id: its name without .txt (and without .gz)."""
+    name = path.name[: -len(".gz")] if path.name.lower().endswith(".gz") else path.name
+    return Path(name).stem
+
+
 def _read_txt(path: Path) -> Record:
+    ident = _doc_id(path)
     try:
-        return Record(str(path), path.stem, decode_bytes(path.read_bytes()))
+        raw = path.read_bytes()
+        if path.suffix.lower() == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:  # a damaged or cut .gz raises EOFError or zlib.error
+        return Record(str(path), ident, error=f"unreadable: {type(err).__name__}: {err}")
+    for magic, what in _BINARY_MAGIC:
+        if raw.startswith(magic):
+            problem = f"{what}, not plain text: save it as a .txt file (UTF-8) and pass that instead"
+            return Record(str(path), ident, error=problem)
+    try:
+        return Record(str(path), ident, decode_bytes(raw))
     except UnicodeDecodeError as err:
         problem = f"{UNREADABLE} (undecodable byte at offset {err.start}); save it as UTF-8"
-        return Record(str(path), path.stem, error=problem)
-    except OSError as err:
-        return Record(str(path), path.stem, error=f"unreadable: {err}")
+        return Record(str(path), ident, error=problem)
+
+
+def _is_txt(path: Path) -> bool:
+    """Whether a file in a folder is read as a document: ``.txt`` or ``.txt.gz``, in any case."""
+    name = path.name.lower()
+    return name.endswith(".txt") or name.endswith(".txt.gz")
+
+
+def _read_folder(folder: Path) -> Iterator[Record]:
+    """The .txt files of a folder (sorted), and an error record for every other file a person put there.
+
+    Hidden files, system files (Thumbs.db, Office lock files) and govtopic's own outputs are passed over.
+    """
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not any(_is_txt(p) for p in files):
+        yield Record(str(folder), error="folder holds no .txt files")
+    for path in files:
+        if _is_txt(path):
+            yield _read_txt(path)
+        elif not _passed_over(path, folder):
+            kind = "".join(path.suffixes[-2:]) or "no extension"
+            yield Record(
+                str(path),
+                _doc_id(path),
+                error=f"not a .txt file ({kind}): only .txt files are read from a folder; save the document as "
+                ".txt (UTF-8), or pass a .jsonl/.csv/.tsv/.parquet table as an input of its own",
+            )
+
+
+def _passed_over(path: Path, folder: Path) -> bool:
+    name = path.name.lower()
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return hidden or name in _SYSTEM_FILES or name.startswith("~$") or written_by_govtopic(path)
 
 
 def _open_text(path: Path):
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    raw = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
     head = raw.peek(ENCODING_SAMPLE)[:ENCODING_SAMPLE] if hasattr(raw, "peek") else b""
-    encoding = "utf-8-sig"
+    encoding = _bom_encoding(head) or "utf-8-sig"
     try:
-        head.decode("utf-8")
+        if encoding == "utf-8-sig":
+            head.decode("utf-8")
     except UnicodeDecodeError as err:
         if err.start < len(head) - 4:  # not just a character cut at the end of the sample
             whole_lines = head[: head.rfind(b"\n") + 1] or head
@@ -138,9 +252,21 @@ def _table_kind(path: Path) -> str:
 
 
 def _read_jsonl(path: Path, cols: Columns) -> Iterator[Record]:
-    # Lines are decoded one by one, so one undecodable line is reported and the rest still read.
-    opener = gzip.open if path.suffix == ".gz" else open
+    """JSON lines; a file that is one JSON array of objects (``[{...}, {...}]``) is read as its objects."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rb") as fh:
+        head = fh.peek(ENCODING_SAMPLE)[:ENCODING_SAMPLE]
+        start = head.decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")[:1]
+        if start == "[":
+            yield from _read_json_array(path, fh.read(), cols)
+            return
+        if _bom_encoding(head):  # UTF-16 lines cannot be cut at b"\n": read them as text
+            text = io.TextIOWrapper(fh, encoding=_bom_encoding(head), errors="surrogateescape")
+            for number, line in enumerate(text, 1):
+                if line.strip():
+                    yield _json_record(line, f"{path}:{number}", cols)
+            return
+        # Lines are decoded one by one, so one undecodable line is reported and the rest still read.
         for number, raw in enumerate(fh, 1):
             source = f"{path}:{number}"
             try:
@@ -152,11 +278,35 @@ def _read_jsonl(path: Path, cols: Columns) -> Iterator[Record]:
                 yield _json_record(line, source, cols)
 
 
+def _read_json_array(path: Path, raw: bytes, cols: Columns) -> Iterator[Record]:
+    try:
+        items = json.loads(decode_bytes(raw))
+    except UnicodeDecodeError:
+        yield Record(str(path), error=f"a JSON array in {UNREADABLE}; save it as UTF-8")
+        return
+    except json.JSONDecodeError as err:
+        yield Record(
+            str(path),
+            error=f"malformed JSON array ({err.msg}: line {err.lineno}, column {err.colno}), so none of its "
+            "documents were read; fix the file, or write one JSON object per line (JSONL)",
+        )
+        return
+    if not isinstance(items, list):
+        yield Record(str(path), error="expected JSON lines or an array of JSON objects")
+        return
+    for number, item in enumerate(items, 1):
+        source = f"{path}:{number}"
+        if isinstance(item, dict):
+            yield _row_record(item, source, cols)
+        else:
+            yield Record(source, error=f"item {number} of the JSON array is {type(item).__name__}, not an object")
+
+
 def _json_record(line: str, source: str, cols: Columns) -> Record:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
-        return Record(source, error=f"malformed JSON ({err.msg} at column {err.colno})")
+        return Record(source, error=f"malformed JSON ({err.msg}: column {err.colno})")
     if not isinstance(row, dict):
         return Record(source, error="expected a JSON object")
     return _row_record(row, source, cols)
@@ -207,8 +357,8 @@ class _Lines:
         self.number -= len(rest)
 
 
-def _read_csv(path: Path, cols: Columns) -> Iterator[Record]:
-    """Rows of a CSV file, each named by the line it starts on.
+def _read_csv(path: Path, cols: Columns, delimiter: str = ",") -> Iterator[Record]:
+    """Rows of a CSV (or, with ``delimiter="\\t"``, TSV) file, each named by the line it starts on.
 
     A quote that is never closed would swallow every following row into one text, so quoting is read
     strictly: such a row becomes an error record naming its line, and the lines it swallowed are read again
@@ -217,27 +367,38 @@ def _read_csv(path: Path, cols: Columns) -> Iterator[Record]:
     csv.field_size_limit(sys.maxsize)
     with _open_text(path) as fh:
         lines = _Lines(fh)
-        reader = csv.reader(lines, strict=True)
+        reader = csv.reader(lines, strict=True, delimiter=delimiter)
         try:
             header = next(reader, None)
         except csv.Error as err:
             header, problem = None, f"unreadable header ({err})"
         else:
             problem = f"no {cols.text!r} column in the header {header} (use --text-column)"
+        if header is None and not problem.startswith("unreadable"):
+            problem = "the file is empty: expected a header line naming the columns, then one row per document"
         if header is None or cols.text not in header:
             yield Record(str(path), error=problem)
             return
+        wanted = (cols.text, cols.id, cols.title)
+        repeated = sorted({name for name in header if header.count(name) > 1 and name in wanted})
+        if repeated:
+            yield Record(str(path), error=f"the header names column(s) {repeated} more than once; rename one of them")
+            return
+        rows = 0
         while True:
             start = lines.begin_record()
             try:
                 row = next(reader)
             except StopIteration:
+                if not rows:
+                    yield Record(str(path), error="no rows below the header: the table holds no documents")
                 return
             except csv.Error as err:
                 yield Record(f"{path}:{start}", error=_quote_problem(start, lines.number, err))
                 lines.reread_after_first()
                 continue
             if row:  # blank lines are skipped
+                rows += 1
                 yield _csv_record(row, header, f"{path}:{start}", start, cols)
 
 
@@ -279,6 +440,8 @@ def _read_parquet(path: Path, cols: Columns) -> Iterator[Record]:
         for item in batch.to_pylist():
             yield _row_record(item, f"{path}:{row}", cols)
             row += 1
+    if not row:
+        yield Record(str(path), error="no rows: the table holds no documents")
 
 
 def iter_records(inputs: list[str], cols: Columns | None = None) -> Iterator[Record]:
@@ -299,16 +462,15 @@ def _records_of(item: str, cols: Columns) -> Iterator[Record]:
     path = Path(item)
     kind = _table_kind(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".txt")
-        if not files:
-            yield Record(str(path), error="folder holds no .txt files")
-        yield from (_read_txt(p) for p in files)
+        yield from _read_folder(path)
     elif not path.is_file():
         yield Record(str(path), error="no such file or folder")
     elif kind in (".jsonl", ".json"):
         yield from _read_jsonl(path, cols)
     elif kind == ".csv":
         yield from _read_csv(path, cols)
+    elif kind == ".tsv":
+        yield from _read_csv(path, cols, delimiter="\t")
     elif kind == ".parquet":
         yield from _read_parquet(path, cols)
     else:
@@ -371,11 +533,11 @@ def _reads(item: str, path: Path) -> bool:
     if not source.is_dir():
         return same_file(source, path)
     real = Path(os.path.realpath(path))
-    if real.suffix.lower() == ".txt" and real.is_relative_to(os.path.realpath(source)):
+    if _is_txt(real) and real.is_relative_to(os.path.realpath(source)):
         return True
     ident = identity(path)
     for entry in source.rglob("*"):  # links inside the folder may point at the path from anywhere
-        if entry.suffix.lower() != ".txt":
+        if not _is_txt(entry):
             continue
         if entry.is_symlink() and Path(os.path.realpath(entry)) == real:
             return True
@@ -392,6 +554,15 @@ def _file_path(path: str | Path, what: str, option: str) -> Path:
 
 def _default_errors(output: Path) -> Path:
     return output.with_name(output.stem + ".errors.jsonl")
+
+
+def json_line(row: dict) -> str:
+    """``row`` as one JSON line that can always be written as UTF-8.
+
+    A file name that is not UTF-8 (a GBK name from a Windows zip) reaches Python with lone surrogates, which
+    UTF-8 cannot hold; they are written as ``\\udcXX`` escapes, which read back as the same name on resume.
+    """
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(row, ensure_ascii=False))
 
 
 def _source_of(line: bytes) -> str | None:
@@ -477,8 +648,6 @@ def predict_files(
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return _predict_shard(inputs, job, output, errors, 0, 1)
-    import dataclasses
-
     import torch
     from accelerate import PartialState
 
@@ -502,15 +671,13 @@ def predict_files(
 
 def _merge_parts(target: Path, world: int) -> None:
     """Join the processes' parts in input order (each line carries its input position) and drop them."""
-    from govtopic.fsutil import atomic_write_text
-
     rows = []
     for rank in range(world):
         part = target.with_name(f"{target.name}.part{rank}")
         if part.exists():
             rows += [json.loads(x) for x in part.read_text(encoding="utf-8").splitlines() if x.strip()]
     rows.sort(key=lambda r: r.pop("position"))
-    atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(target, "".join(json_line(r) + "\n" for r in rows))
     for rank in range(world):
         part = target.with_name(f"{target.name}.part{rank}")
         part.unlink(missing_ok=True)
@@ -528,17 +695,49 @@ def _predict_shard(inputs: list[str], job: Job, output: Path, errors: Path, rank
         if not job.resume:  # both are govtopic's own files, held by this run: start them over
             os.truncate(output, 0)
             os.truncate(errors, 0)
-        done = _done_sources(output) | _done_sources(errors)
+        done = _Done(_done_sources(output), _done_sources(errors))
+        if done.predicted & done.failed:  # fixed and predicted by a run that was then interrupted
+            _drop_errors(errors, done.predicted & done.failed)
         with open(output, "a", encoding="utf-8") as out, open(errors, "a", encoding="utf-8") as err:
             clf = get_classifier(job.model)
             title = clf.record.read_title_column(job.title_column)
             columns = Columns(job.text_column, job.id_column, title)
             counts = _predict_records(iter_records(inputs, columns), clf, job, out, err, done, rank, world)
+        if done.retried:  # documents fixed since an earlier run: their old error no longer holds
+            _drop_errors(errors, done.retried)
     counts["output"], counts["errors_file"] = str(output), str(errors)
     return counts
 
 
-def _predict_records(records: Iterator[Record], clf, job: Job, out, err, done: set[str], rank: int, world: int) -> dict:
+@dataclass
+class _Done:
+    """What earlier runs into the same output did: documents predicted, and documents reported unreadable."""
+
+    predicted: set[str]
+    failed: set[str]
+    retried: set[str] = dataclasses.field(default_factory=set)
+
+    def skip(self, rec: Record) -> bool:
+        """Whether ``rec`` is done: predicted before, or still unreadable and already reported.
+
+        A document reported unreadable before that now reads (the user fixed the file) is predicted again.
+        """
+        if rec.source in self.predicted:
+            return True
+        if rec.source in self.failed:
+            if rec.error:
+                return True
+            self.retried.add(rec.source)
+        return False
+
+
+def _drop_errors(errors: Path, sources: set[str]) -> None:
+    """Remove the lines of ``sources`` from a govtopic errors file (held by this run)."""
+    lines = errors.read_text(encoding="utf-8").splitlines(keepends=True)
+    atomic_write_text(errors, "".join(x for x in lines if x.strip() and _source_of(x.encode()) not in sources))
+
+
+def _predict_records(records: Iterator[Record], clf, job: Job, out, err, done: _Done, rank: int, world: int) -> dict:
     counts = {"predicted": 0, "skipped_done": 0, "errors": 0}
     started = time.time()
     bar = _bar(job.progress)
@@ -547,11 +746,11 @@ def _predict_records(records: Iterator[Record], clf, job: Job, out, err, done: s
         if position % world != rank:
             continue
         rec.position = position if world > 1 else None
-        if rec.source in done:
+        if done.skip(rec):
             counts["skipped_done"] += 1
             continue
         if rec.error:
-            err.write(json.dumps(_error_row(rec), ensure_ascii=False) + "\n")
+            err.write(json_line(_error_row(rec)) + "\n")
             err.flush()
             counts["errors"] += 1
             continue
@@ -588,7 +787,7 @@ def _flush(clf, pending: list[Record], out, job: Job, counts: dict, bar) -> None
         row = {"source": rec.source, "id": rec.id, **res}
         if rec.position is not None:
             row["position"] = rec.position
-        lines.append(json.dumps(row, ensure_ascii=False))
+        lines.append(json_line(row))
     # One write per chunk, then flush: a crash loses at most the chunk in flight, never a finished one.
     out.write("\n".join(lines) + "\n")
     out.flush()
