@@ -151,14 +151,32 @@ def litserve_server(model: str, max_batch_size: int, max_wait_ms: float, batch_s
     return Server(lambda port: [sys.executable, script, model, str(port), *options], "/health")
 
 
+async def _batches(client: httpx.AsyncClient) -> tuple[float, float] | None:
+    """(documents, batches) predicted so far, from govtopic serve's /metrics; None for a server without them."""
+    try:
+        answer = await client.get("/metrics")
+    except httpx.HTTPError:
+        return None
+    figures = {}
+    for line in answer.text.splitlines() if answer.status_code == 200 else []:
+        name, _, value = line.partition(" ")
+        if name in ("govtopic_batch_size_sum", "govtopic_batch_size_count"):
+            figures[name] = float(value)
+    if len(figures) < 2:
+        return None
+    return figures["govtopic_batch_size_sum"], figures["govtopic_batch_size_count"]
+
+
 async def _load(url: str, docs: list[dict], labels: list, concurrency: int, time_limit: float) -> dict:
     """Each document once as a single-document request, ``concurrency`` at a time, stopping at ``time_limit``;
-    an answer is wrong when its label is not ``labels``' (in-process predict()) for that document."""
+    an answer is wrong when its label is not ``labels``' (in-process predict()) for that document. Also the
+    mean documents per predicted batch, where the server's /metrics tells."""
     latencies, failed, wrong, next_doc = [], 0, 0, 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         for doc in docs[:concurrency]:  # warm-up: open the connections
             await client.post("/predict", json={"document": doc})
+        before = await _batches(client)
         start = time.perf_counter()
 
         async def worker():
@@ -175,7 +193,12 @@ async def _load(url: str, docs: list[dict], labels: list, concurrency: int, time
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - start
+        after = await _batches(client)
+    per_batch = None
+    if before and after and after[1] > before[1]:
+        per_batch = (after[0] - before[0]) / (after[1] - before[1])
     return {
+        "docs_per_batch": per_batch,
         "requests": len(latencies),
         "docs": len(latencies),
         "seconds": seconds,
@@ -195,8 +218,9 @@ def serve_rows(
         for concurrency in levels:
             result = asyncio.run(_load(server.url, docs, labels, concurrency, limit))
             rows.append({"mode": label, "concurrency": concurrency, **result})
+            per_batch = f", {result['docs_per_batch']:.1f} docs/batch" if result["docs_per_batch"] else ""
             print(
-                f"  {label}, concurrency {concurrency}: {result['docs'] / result['seconds']:.1f} docs/s, "
+                f"  {label}, concurrency {concurrency}: {result['docs'] / result['seconds']:.1f} docs/s{per_batch}, "
                 f"{result['failed']} failed, {result['wrong']} wrong labels",
                 flush=True,
             )
@@ -204,13 +228,17 @@ def serve_rows(
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| mode | concurrency | requests | docs/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| mode | concurrency | requests | docs/s | p50 ms | p99 ms | docs/batch | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lat = np.array(r["latencies"]) * 1000
         p50, p99 = (f"{np.percentile(lat, 50):.1f}", f"{np.percentile(lat, 99):.1f}") if len(lat) else ("-", "-")
+        per_batch = f"{r['docs_per_batch']:.1f}" if r.get("docs_per_batch") else "-"
         lines.append(
             f"| {r['mode']} | {r['concurrency']} | {r['requests']} | {r['docs'] / r['seconds']:.1f} | "
-            f"{p50} | {p99} | {r.get('errors', 0)} |"
+            f"{p50} | {p99} | {per_batch} | {r.get('errors', 0)} |"
         )
     return "\n".join(lines)
 

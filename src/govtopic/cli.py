@@ -304,13 +304,22 @@ def _add_serve_parsers(sub) -> None:
     defaults = ServeSettings()
     for name, help_text in (
         ("max_batch_size", "documents predicted together at most (1: no batching)"),
-        ("max_wait_ms", "milliseconds to wait after a document for others to join its batch"),
+        (
+            "max_wait_ms",
+            "milliseconds at most to wait after a document for others to join its batch, only while "
+            "other requests are arriving",
+        ),
         ("max_queue", "documents waiting at most; beyond it requests get 503 with Retry-After"),
         ("max_docs", "documents per request at most"),
         ("max_doc_chars", "characters per document (title + text) at most"),
         ("max_body_bytes", "bytes per request body at most"),
         ("batch_size", "windows per forward pass"),
         ("retry_after_s", "seconds a client is told to wait when the queue is full"),
+        (
+            "drain_seconds",
+            "seconds to keep listening after SIGTERM, answering /ready and new /predict with 503 (set to the load "
+            "balancer's probe period or more)",
+        ),
     ):
         value = getattr(defaults, name)
         s.add_argument(
@@ -419,6 +428,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ModelLoadError, OSError, ValueError, ImportError) as err:
         print(f"govtopic {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"govtopic {args.command}: interrupted{_kept(args)}", file=sys.stderr)
+        return 130
+
+
+def _kept(args) -> str:
+    """What an interrupted command kept, and how to go on."""
+    if args.command == "predict":
+        return (
+            f"; the results finished so far are kept in {args.output}: run the same command again to predict "
+            "the rest (documents already there are skipped)"
+        )
+    return ""
 
 
 if __name__ == "__main__":

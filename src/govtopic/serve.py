@@ -1,10 +1,9 @@
 """The HTTP service: ``govtopic serve MODEL`` answers prediction requests with dynamic batching.
 
-Requests are parsed and checked on the event loop; each document becomes one item of a bounded queue, and a
-single worker thread takes items as they come (up to ``max_batch_size`` documents, waiting at most
-``max_wait_ms`` after the first for more) and predicts them together with ``TopicClassifier.predict``. Every
-document carries its own future, so an answer can only ever go to the request that sent it, and a document
-that fails gets its own error while the others of its request succeed.
+Requests are parsed and checked on the event loop; their documents join one bounded queue, which a worker thread
+predicts in batches (``govtopic.serve_batching``). On SIGTERM or Ctrl-C the server drains before it closes:
+``/ready`` and new ``/predict`` requests answer 503 while the accepted requests finish (and for
+``--drain-seconds`` at least), so a load balancer stops sending traffic first (``DrainingServer``).
 
 Example:
     $ govtopic serve runs/quickstart/model --port 8000
@@ -17,13 +16,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -32,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import govtopic
+from govtopic.serve_batching import Batcher, QueueFull
 from govtopic.serve_errors import BodyLimitMiddleware, problems_response, validation_problems
 from govtopic.serve_settings import ServeSettings
 from govtopic.strategies import strategy_names
@@ -67,151 +65,6 @@ class PredictRequest(BaseModel):
     return_evidence: bool = Field(False, description="add the passage that most supports the label")
 
 
-# ---------------------------------------------------------------- batching
-class QueueFull(Exception):
-    """The queue holds ``max_queue`` documents already."""
-
-
-@dataclass
-class _Item:
-    document: str | dict
-    options: tuple  # (top_k, long_doc, return_evidence): only items with the same options share a call
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-
-
-class Batcher:
-    """Groups documents from concurrent requests into batches predicted by one worker thread.
-
-    Args:
-        predict_fn: ``TopicClassifier.predict``-like callable taking a list of documents and keyword options.
-        settings: batch size, wait and queue bound.
-        on_batch: called with (documents, seconds) after each batch, for metrics.
-
-    Example:
-        >>> batcher = Batcher(clf.predict, ServeSettings()); batcher.start()
-        >>> results = await batcher.submit(["各区人民政府……"], top_k=1, long_doc=None, return_evidence=False)
-    """
-
-    def __init__(self, predict_fn: Callable, settings: ServeSettings, on_batch: Callable | None = None):
-        self.predict_fn, self.settings, self.on_batch = predict_fn, settings, on_batch
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
-        self._pending = 0  # documents queued or being predicted
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="govtopic-batcher", daemon=True)
-
-    @property
-    def pending(self) -> int:
-        return self._pending
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Finish every queued document, then end the worker."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    async def submit(self, documents: list, top_k: int, long_doc: str | None, return_evidence: bool) -> list:
-        """Results of ``documents`` in order: a result dict, or an Exception for a document that failed.
-
-        Raises QueueFull (before queueing anything) when the documents do not fit in the queue.
-        """
-        with self._lock:
-            if self._pending + len(documents) > self.settings.max_queue:
-                raise QueueFull
-            self._pending += len(documents)
-        loop = asyncio.get_running_loop()
-        options = (top_k, long_doc, return_evidence)
-        futures = [loop.create_future() for _ in documents]
-        for doc, fut in zip(documents, futures):
-            self._queue.put(_Item(doc, options, fut, loop))
-        return await asyncio.gather(*futures, return_exceptions=True)
-
-    def _run(self) -> None:
-        wait = self.settings.max_wait_ms / 1000
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch, deadline = [first], time.monotonic() + wait
-            while len(batch) < self.settings.max_batch_size:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:  # stop after this batch, with everything queued before it done
-                    stopping = True
-                    break
-                batch.append(item)
-            self._predict_batch(batch)
-        self._drain()
-
-    def _drain(self) -> None:
-        """Documents still queued at stop (none when requests were awaited first) are predicted, not dropped."""
-        rest = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                rest.append(item)
-        for start in range(0, len(rest), self.settings.max_batch_size):
-            self._predict_batch(rest[start : start + self.settings.max_batch_size])
-
-    def _predict_batch(self, batch: list[_Item]) -> None:
-        started = time.perf_counter()
-        live = [item for item in batch if not item.future.cancelled()]  # a client that left is not predicted
-        groups: dict[tuple, list[_Item]] = {}
-        for item in live:
-            groups.setdefault(item.options, []).append(item)
-        for (top_k, long_doc, evidence), items in groups.items():
-            outcomes = self._predict_group([item.document for item in items], top_k, long_doc, evidence)
-            for item, outcome in zip(items, outcomes):
-                item.loop.call_soon_threadsafe(_settle, item.future, outcome)
-        with self._lock:
-            self._pending -= len(batch)
-        if self.on_batch and live:
-            self.on_batch(len(live), time.perf_counter() - started)
-
-    def _predict_group(self, docs: list, top_k: int, long_doc: str | None, evidence: bool) -> list:
-        options = {
-            "batch_size": self.settings.batch_size,
-            "top_k": top_k,
-            "long_doc": long_doc,
-            "return_evidence": evidence,
-            "progress": False,
-        }
-        try:
-            return list(self.predict_fn(docs, **options))
-        except Exception as err:  # noqa: BLE001 - find the document(s) at fault; the others still get answers
-            if len(docs) == 1:  # the fault is this document's: no need to predict it again
-                logger.exception("a document failed")
-                return [err]
-            return [self._one(doc, options) for doc in docs]
-
-    def _one(self, doc, options: dict):
-        try:
-            return self.predict_fn([doc], **options)[0]
-        except Exception as err:  # noqa: BLE001 - reported to the client in this document's place
-            logger.exception("a document failed")
-            return err
-
-
-def _settle(future: asyncio.Future, outcome: Any) -> None:
-    if future.done():  # cancelled: the client went away
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
 # ---------------------------------------------------------------- metrics
 class _Metrics:
     def __init__(self) -> None:
@@ -240,6 +93,15 @@ class _Metrics:
 
 
 # ---------------------------------------------------------------- the application
+@dataclass
+class _Traffic:
+    """The server's state as the application and ``DrainingServer`` share it (read and written on the loop)."""
+
+    accepting: bool = False  # the batching worker runs (set by the lifespan)
+    draining: bool = False  # shutting down: /ready and new /predict requests answer 503
+    open_requests: int = 0  # /predict requests accepted and not yet answered
+
+
 def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI application serving ``classifier`` (a loaded ``TopicClassifier``).
 
@@ -248,19 +110,18 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         settings: limits and batching (default ``ServeSettings()``).
 
     Example:
-        >>> import uvicorn
         >>> app = create_app(TopicClassifier("runs/quickstart/model"), ServeSettings(max_batch_size=64))
-        >>> uvicorn.run(app, host="127.0.0.1", port=8000)
+        >>> run(app, host="127.0.0.1", port=8000)
     """
     settings = settings or ServeSettings()
     settings.check()
     metrics = _Metrics()
     batcher = Batcher(classifier.predict, settings, metrics.on_batch)
-    state = {"accepting": False}
+    traffic = _Traffic()
 
     async def lifespan(app: FastAPI):
         batcher.start()
-        state["accepting"] = True
+        traffic.accepting = True
         logger.info(
             "serving %s: batches of up to %d documents, %.1f ms wait",
             classifier.source,
@@ -268,8 +129,8 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
             settings.max_wait_ms,
         )
         yield
-        # uvicorn stops accepting connections and lets open requests finish before this point.
-        state["accepting"] = False
+        # uvicorn (after DrainingServer's drain) stops accepting connections and lets open requests finish first.
+        traffic.accepting = False
         await asyncio.to_thread(batcher.stop)
 
     app = FastAPI(
@@ -279,7 +140,10 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
+    app.state.traffic = traffic
+    # The last added runs first: count every answer, then admit /predict requests, then check the body.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(_AdmitPredictions, batcher=batcher, traffic=traffic, settings=settings)
     app.add_middleware(_CountRequests, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
@@ -292,7 +156,7 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         return problems_response(exc.status_code, str(exc.detail), [], headers=getattr(exc, "headers", None))
 
     @app.post("/predict", summary="Topics of one document or several")
-    async def predict(body: PredictRequest) -> dict:
+    async def predict(body: PredictRequest, request: Request) -> dict:
         """``{"document": D}`` gives ``{"result": R}``; ``{"documents": [D, ...]}`` gives ``{"results": [R, ...]}``
         in the same order. A document is a string (its text) or ``{"title", "text", "id"}``. A document that
         fails has ``{"error": ...}`` in its place; the others are answered as usual."""
@@ -300,7 +164,8 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         single = body.documents is None
         docs = _documents(body, settings)
         try:
-            outcomes = await batcher.submit(docs, body.top_k, body.long_doc, body.return_evidence)
+            arrival = request.scope.get(_ARRIVAL)
+            outcomes = await batcher.submit(docs, body.top_k, body.long_doc, body.return_evidence, arrival)
         except QueueFull:
             return problems_response(
                 503,
@@ -324,11 +189,18 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="Readiness: the model is loaded and the batching worker runs")
+    @app.get("/ready", summary="Readiness: the model is loaded, the batching worker runs and no shutdown is under way")
     async def ready() -> Response:
-        if state["accepting"] and batcher.alive():
-            return JSONResponse({"status": "ready", "queued_documents": batcher.pending})
-        return JSONResponse({"status": "not ready"}, status_code=503)
+        queued = batcher.pending
+        if traffic.draining:
+            reason = "shutting down"
+        elif not traffic.accepting:
+            reason = "starting"
+        elif not batcher.alive():
+            reason = "the batching worker stopped"
+        else:
+            return JSONResponse({"status": "ready", "queued_documents": queued})
+        return JSONResponse({"status": "not ready", "reason": reason, "queued_documents": queued}, status_code=503)
 
     @app.get("/info", summary="The model: labels, version and the settings it predicts with")
     async def info() -> dict:
@@ -340,6 +212,40 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+# The scope key under which _AdmitPredictions hands a request's Arrival to the endpoint.
+_ARRIVAL = "govtopic.arrival"
+
+
+class _AdmitPredictions:
+    """ASGI middleware for ``/predict``: refuses new requests with 503 and Retry-After while the server drains;
+    otherwise counts the request as open until answered (``DrainingServer`` waits for open requests) and as
+    arriving until its documents are queued (the batcher waits for arriving requests, and only for them)."""
+
+    def __init__(self, app, batcher: Batcher, traffic: _Traffic, settings: ServeSettings):
+        self.app, self.batcher, self.traffic, self.settings = app, batcher, traffic, settings
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/predict":
+            return await self.app(scope, receive, send)
+        if self.traffic.draining:
+            retry = self.settings.retry_after_s
+            refusal = problems_response(
+                503,
+                f"the server is shutting down and takes no new requests; retry after {retry} s (another instance "
+                "may answer)",
+                [],
+                headers={"Retry-After": str(retry)},
+            )
+            return await refusal(scope, receive, send)
+        arrival = scope[_ARRIVAL] = self.batcher.arrive()
+        self.traffic.open_requests += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            arrival.close()  # refused before its documents were queued (bad body, limits) or the client left
+            self.traffic.open_requests -= 1
 
 
 class _CountRequests:
@@ -415,29 +321,90 @@ def model_info(classifier, settings: ServeSettings) -> dict:
         "title_rule": classifier.long_doc.title,
         "temperature": record.temperature,
         "ngram_weight": record.ngram_weight,
+        "ngram_full_weight": record.ngram_full_weight,
         "device": str(classifier.device),
         "limits": dataclasses.asdict(settings),
     }
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None, **kw) -> None:
-    """Load ``model`` and serve it with uvicorn until stopped (Ctrl-C or SIGTERM finish accepted requests first).
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, draining before it closes: on SIGTERM or Ctrl-C (or ``should_exit``) the application
+    answers ``/ready`` and new ``/predict`` requests with 503 while the server still listens, for at least
+    ``drain_seconds`` (so a load balancer sees it leave) and until the accepted requests are answered (at most
+    ``timeout_graceful_shutdown`` seconds); then uvicorn's own shutdown follows. A second signal ends the drain
+    at once; a second Ctrl-C, as in uvicorn, stops without waiting for anything.
 
     Args:
-        model: model folder or Hub id.
+        config: uvicorn's configuration; its ``app`` is one made by ``create_app``.
+
+    Example:
+        >>> app = create_app(TopicClassifier("runs/quickstart/model"), ServeSettings(drain_seconds=5))
+        >>> DrainingServer(uvicorn.Config(app, port=8000)).run()
+    """
+
+    def __init__(self, config: uvicorn.Config):
+        super().__init__(config)
+        self._signals = 0
+
+    def handle_exit(self, sig: int, frame) -> None:
+        """Count the signal (a second one ends the drain), then let uvicorn handle it."""
+        self._signals += 1
+        super().handle_exit(sig, frame)
+
+    async def main_loop(self) -> None:
+        """Serve until asked to exit, then drain."""
+        await super().main_loop()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Refuse new work while listening, for ``drain_seconds`` and until the open requests are answered."""
+        state = getattr(self.config.app, "state", None)
+        traffic, settings = getattr(state, "traffic", None), getattr(state, "settings", None)
+        if traffic is None or settings is None:  # not an app from create_app: nothing to drain
+            return
+        traffic.draining = True
+        signals, started = self._signals, time.monotonic()
+        limit = max(settings.drain_seconds, self.config.timeout_graceful_shutdown or float("inf"))
+        logger.info(
+            "shutting down: /ready answers 503 for %.1f s and until %d open request(s) are answered",
+            settings.drain_seconds,
+            traffic.open_requests,
+        )
+        while not self.force_exit and self._signals <= max(signals, 1):
+            waited = time.monotonic() - started
+            if waited >= limit or (waited >= settings.drain_seconds and traffic.open_requests == 0):
+                break
+            await asyncio.sleep(0.05)
+
+
+def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Serve ``app`` (from ``create_app``) with ``DrainingServer`` until SIGTERM or Ctrl-C, then drain and stop.
+
+    Example:
+        >>> run(create_app(TopicClassifier("runs/quickstart/model")), port=8000)
+    """
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=60)
+    DrainingServer(config).run()
+
+
+def serve(model, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None, **kw) -> None:
+    """Load ``model`` and serve it until stopped: on SIGTERM or Ctrl-C, ``/ready`` answers 503 while the accepted
+    requests finish (and for ``settings.drain_seconds`` at least), then the server closes.
+
+    Args:
+        model: model folder or Hub id, or a loaded ``TopicClassifier``.
         host, port: where to listen (127.0.0.1: this machine only; 0.0.0.0 for every interface).
-        settings: limits and batching.
+        settings: limits, batching and the drain.
         kw: ``device``, ``quantize`` for ``TopicClassifier``.
 
     Example:
         >>> serve("runs/quickstart/model", port=8000, settings=ServeSettings(max_batch_size=64))
     """
-    import uvicorn
-
     from govtopic.predict import TopicClassifier
 
     settings = settings or ServeSettings()
     settings.check()
-    app = create_app(TopicClassifier(model, **kw), settings)
+    classifier = model if hasattr(model, "predict") else TopicClassifier(model, **kw)
+    app = create_app(classifier, settings)
     print(f"govtopic serve: http://{host}:{port} (docs: /docs, metrics: /metrics)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=60)
+    run(app, host=host, port=port)

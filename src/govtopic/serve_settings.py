@@ -31,19 +31,27 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     # Windows per forward pass inside a batch (TopicClassifier.predict's batch_size).
     batch_size: int = 32
-    # Seconds a client is told to wait (Retry-After) when the queue is full.
+    # Seconds a client is told to wait (Retry-After) when the queue is full or the server is shutting down.
     retry_after_s: int = 1
+    # Seconds the server keeps listening after SIGTERM, answering /ready and new /predict requests with 503, so a
+    # load balancer takes it out of rotation before it closes (0: close as soon as accepted requests are done;
+    # set it to the balancer's readiness probe period or more).
+    drain_seconds: float = 0.0
 
     def check(self) -> None:
-        """Raise ValueError naming every setting out of range (all above 0; ``max_wait_ms`` may be 0)."""
+        """Raise ValueError naming every setting out of range (all above 0; the waits may be 0)."""
         bad = [
             f.name
             for f in dataclasses.fields(self)
-            if not (getattr(self, f.name) >= 0 if f.name == "max_wait_ms" else getattr(self, f.name) > 0)
+            if not (getattr(self, f.name) >= 0 if f.name in _MAY_BE_ZERO else getattr(self, f.name) > 0)
         ]
         if bad:
             options = ", ".join("--" + name.replace("_", "-") for name in bad)
             raise ValueError(
-                f"govtopic serve: {options} must be above 0 (--max-wait-ms: 0 or more), got "
+                f"govtopic serve: {options} must be above 0 (--max-wait-ms, --drain-seconds: 0 or more), got "
                 f"{[getattr(self, n) for n in bad]}"
             )
+
+
+# Settings for which 0 means "do not wait".
+_MAY_BE_ZERO = {"max_wait_ms", "drain_seconds"}
