@@ -1,9 +1,9 @@
 """Fit (or refit) the n-gram channel of a trained model folder, without training the transformer again.
 
 It reads the model's saved config, loads the same training and validation splits, fits the channel on the
-training split, chooses its weight on the validation split, fits the temperature again on the mixed scores,
-and writes both into the folder (its record in config.json). Useful after upgrading govtopic, or for a
-model trained with ``model.ngram_channel: false``.
+training split, chooses the weights of its two blocks (first level, full labels) on the validation split, fits
+the temperature again on the mixed scores, and writes both into the folder (its record in config.json). Useful
+after upgrading govtopic, or for a model trained with ``model.ngram_channel: false``.
 
     python scripts/fit_ngram_channel.py runs/cpu-official/model
 """
@@ -27,8 +27,15 @@ def main() -> None:
     data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed)
     chosen, logits = fit_ngram_channel(args.model_dir, data, cfg)
     calibration = calibrate_folder(args.model_dir, data.validation, cfg, logits) if len(data.validation) >= 2 else {}
-    print(f"n-gram channel written to {args.model_dir}: weight {chosen['weight']}")
-    print(f"validation first-level accuracy by weight: {chosen.get('validation_l1_accuracy_by_weight')}")
+    print(
+        f"n-gram channel written to {args.model_dir}: weight {chosen['weight']} (first level), "
+        f"{chosen['full_weight']} (full labels)"
+    )
+    tried = chosen.get("validation_accuracy_by_weights") or {}
+    best = tried.get(f"{chosen['weight']:g}/{chosen['full_weight']:g}")
+    if best:
+        alone = tried.get("0/0")
+        print(f"validation first-level accuracy {best[0]}, full-label accuracy {best[1]} (transformer alone: {alone})")
     if calibration:
         print(f"temperature {calibration['temperature']:.3f}")
 

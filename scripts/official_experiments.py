@@ -54,7 +54,7 @@ def main() -> None:
 
     base, mixed = _baseline(load_labelled(cfg.data, cfg.normalize, cfg.train.seed).train, cfg)
     weights = [float(w) for w in args.title_weights.split(",")]
-    ngram_weight = clf.record.ngram_weight
+    ngram_weight, full_weight = clf.record.ngram_weight, clf.record.ngram_full_weight
     rows = []
     for name, split in sets.items():
         started = time.time()
@@ -64,9 +64,9 @@ def main() -> None:
             ld = dataclasses.replace(clf.long_doc, title_weight=w)
             logits, _ = clf.document_logits(split.texts, ld, 32, titles=split.titles, ngram=False)
             row[f"transformer, title {w:g}"] = l1_accuracy(softmax(logits), clf.labels, split.labels)
-            if clf.ngram is not None and ngram_weight > 0:
-                channel = clf.ngram.full_scores(split.texts, split.titles, clf.labels)
-                mixed_logits = logits + ngram_weight * channel
+            if clf.ngram is not None and max(ngram_weight, full_weight) > 0:
+                channel = clf.ngram.label_scores(split.texts, split.titles, clf.labels, ngram_weight, full_weight)
+                mixed_logits = logits + channel
                 row[f"hybrid, title {w:g}"] = l1_accuracy(softmax(mixed_logits), clf.labels, split.labels)
         row["seconds"] = round(time.time() - started, 1)
         rows.append(row)
@@ -75,7 +75,8 @@ def main() -> None:
     columns = [k for k in rows[0] if k not in ("set", "documents", "seconds")]
     print(
         f"\nfirst-level accuracy; model {args.model_dir}, title rule {clf.long_doc.title} "
-        f"(trained with title weight {clf.long_doc.title_weight:g}), n-gram channel weight {ngram_weight:g}\n"
+        f"(trained with title weight {clf.long_doc.title_weight:g}), n-gram channel weights {ngram_weight:g} "
+        f"(first level), {full_weight:g} (full labels)\n"
     )
     print("| set | docs | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))

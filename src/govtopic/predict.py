@@ -155,10 +155,18 @@ class TopicClassifier:
         self.labels = self.record.labels
         # The n-gram channel kept beside the weights (govtopic/ngram.py), used when its weight is above 0.
         self.ngram = NgramChannel.load(self.source) if Path(self.source).is_dir() else None
-        if self.record.ngram_weight > 0 and self.ngram is None:
+        weights = self.record.ngram_weight, self.record.ngram_full_weight
+        if max(weights) > 0 and self.ngram is None:
             raise ModelLoadError(
-                f"{self.source}: config.json gives the n-gram channel a weight of {self.record.ngram_weight} but "
-                f"the folder has no {NGRAM_FILE}; copy the whole folder, or set ngram_weight to 0"
+                f"{self.source}: config.json gives the n-gram channel weights {weights[0]} and {weights[1]} "
+                f"(ngram_weight, ngram_full_weight) but the folder has no {NGRAM_FILE}; copy the whole folder, or "
+                "set both to 0"
+            )
+        if weights[1] > 0 and not self.ngram.has_full:
+            raise ModelLoadError(
+                f"{self.source}: config.json gives the n-gram channel's full-label block a weight of {weights[1]} "
+                f"but {NGRAM_FILE} has no such block; fit the channel again (python scripts/fit_ngram_channel.py "
+                "MODEL_DIR) or set ngram_full_weight to 0"
             )
         # The Rust tokenizer refuses concurrent use ("Already borrowed"); the model forward is thread-safe.
         self._tokenizer_lock = threading.Lock()
@@ -232,9 +240,10 @@ class TopicClassifier:
             if return_evidence:
                 item["_rows"] = (rows, block, [windows.spans[r] for r in rows], is_title[rows])
             info.append(item)
-        if ngram and self.ngram is not None and self.record.ngram_weight > 0:
+        if ngram and self.ngram is not None and max(self.record.ngram_weight, self.record.ngram_full_weight) > 0:
             read = read_titles(titles, long_doc, texts)
-            pooled += self.record.ngram_weight * self.ngram.full_scores(texts, read, self.labels)
+            record = self.record
+            pooled += self.ngram.label_scores(texts, read, self.labels, record.ngram_weight, record.ngram_full_weight)
             for item, known in zip(info, self.ngram.known_share(texts, read)):
                 item["known_ngrams"] = round(float(known), 4)
         return pooled, info

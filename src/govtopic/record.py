@@ -49,6 +49,9 @@ class ModelRecord:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # Weight of the n-gram channel's scores added to the logits (govtopic/ngram.py); 0: transformer alone.
     ngram_weight: float = 0.0
+    # Weight of the channel's full-label block (scores per class of the model); 0: the transformer alone picks
+    # the second level (and folders written before the block).
+    ngram_full_weight: float = 0.0
     # Table column read as the title, as in training; None when titles were not used.
     title_column: str | None = None
     # How training read the published labels (govtopic.labels.LabelScheme.to_dict()); None in older folders.
@@ -112,8 +115,10 @@ class ModelRecord:
 
     def _check_values(self, problems: list[str]) -> None:
         check_long_doc(self.long_doc, f"{PREFIX}.long_doc", problems)
-        if not (math.isfinite(self.ngram_weight) and self.ngram_weight >= 0):
-            problems.append(f"{PREFIX}.ngram_weight: expected a finite value of at least 0, got {self.ngram_weight}")
+        for name in ("ngram_weight", "ngram_full_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                problems.append(f"{PREFIX}.{name}: expected a finite value of at least 0, got {value}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             problems.append(f"{PREFIX}.temperature: expected a finite value above 0, got {self.temperature}")
         for key, digest in (self.data_sha256 or {}).items():

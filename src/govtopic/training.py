@@ -343,31 +343,45 @@ def _test_figures(run_dir: Path) -> dict[str, float]:
 
 
 def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> tuple[dict, np.ndarray | None]:
-    """Fit the n-gram channel on the training split, choose its weight on the validation split (first-level
-    accuracy), and keep both in ``folder``. Returns what was chosen, for the run's report, and the validation
-    documents' logits with the channel mixed in (None without a validation split), so that calibration need
-    not run the model over the validation split again."""
+    """Fit the n-gram channel (first-level and full-label blocks) on the training split, choose the weights of
+    its two blocks on the validation split (first-level plus full-label accuracy), and keep both in
+    ``folder``. Returns what was chosen, for the run's report, and the validation documents' logits with the
+    channel mixed in (None without a validation split), so that calibration need not run the model over the
+    validation split again."""
     from govtopic.evaluation import update_record
-    from govtopic.ngram import NgramChannel, choose_weight
+    from govtopic.ngram import NgramChannel, choose_weights
     from govtopic.predict import TopicClassifier
     from govtopic.titles import read_titles
 
+    clf = TopicClassifier(folder)
     channel = NgramChannel(seed=cfg.train.seed).fit(
-        data.train.texts, data.train.labels, read_titles(data.train.titles, cfg.long_doc, data.train.texts)
+        data.train.texts,
+        data.train.labels,
+        read_titles(data.train.titles, cfg.long_doc, data.train.texts),
+        classes=clf.labels,
     )
     channel.save(folder)
     if not len(data.validation):
-        logger.warning("no validation split: the n-gram channel keeps weight 1.0 without a check")
-        update_record(folder, ngram_weight=1.0)
-        return {"weight": 1.0}, None
-    clf = TopicClassifier(folder)
+        logger.warning("no validation split: the n-gram channel keeps weight 1.0 (full-label block 0) without a check")
+        update_record(folder, ngram_weight=1.0, ngram_full_weight=0.0)
+        return {"weight": 1.0, "full_weight": 0.0}, None
     val = data.validation
     logits, _ = clf.document_logits(val.texts, clf.long_doc, cfg.eval.batch_size, titles=val.titles, ngram=False)
-    scores = channel.full_scores(val.texts, read_titles(val.titles, clf.long_doc, val.texts), clf.labels)
-    weight, tried = choose_weight(logits, scores, val.labels, clf.labels)
-    update_record(folder, ngram_weight=weight)
-    logger.info("n-gram channel weight %.2f (validation first-level accuracy by weight: %s)", weight, tried)
-    return {"weight": weight, "validation_l1_accuracy_by_weight": tried}, logits + weight * scores
+    first, full = channel.parts(val.texts, read_titles(val.titles, clf.long_doc, val.texts), clf.labels)
+    weight, full_weight, tried = choose_weights(logits, first, full, val.labels, clf.labels)
+    update_record(folder, ngram_weight=weight, ngram_full_weight=full_weight)
+    best = tried.get(f"{weight:g}/{full_weight:g}", [None, None])
+    logger.info(
+        "n-gram channel weights %g (first level) and %g (full labels): validation first-level accuracy %s, "
+        "full-label accuracy %s (transformer alone: %s)",
+        weight,
+        full_weight,
+        best[0],
+        best[1],
+        tried.get("0/0"),
+    )
+    chosen = {"weight": weight, "full_weight": full_weight, "validation_accuracy_by_weights": tried}
+    return chosen, logits + weight * first + full_weight * full
 
 
 def finish(

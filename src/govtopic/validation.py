@@ -18,6 +18,7 @@ from govtopic.schedule import METRICS
 
 logger = logging.getLogger(__name__)
 
+
 def scalar_metrics(metrics: dict) -> dict[str, float]:
     """The figures of ``compute_metrics`` that METRICS names (those that are not None), as plain floats."""
     l1 = metrics.get("l1") or {}
