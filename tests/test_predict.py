@@ -75,6 +75,27 @@ def test_empty_documents_get_no_topic(tiny_model_dir):
     assert res[2]["label"] in LABELS
 
 
+def test_documents_of_punctuation_alone_get_no_topic(tiny_model_dir):
+    res = predict(["。。，，！？", {"title": "……", "text": "——（）"}, "第1条。"], model=tiny_model_dir)
+    for r in res[:2]:
+        assert r["label"] is None and r["score"] is None and "punctuation" in r["reason"]
+    assert res[2]["label"] in LABELS  # a digit or a character is a word
+
+
+def test_a_title_longer_than_its_window_is_reported_as_truncated(tiny_model_dir):
+    """A body pasted into the title field is read only as far as the title window goes: the result says so."""
+    long_title = "关于加强城市规划管理工作的通知" * 40
+    res = predict(
+        [
+            {"title": long_title, "text": "各区人民政府。"},
+            {"title": "关于加强城市规划管理的通知", "text": "各区人民政府。"},
+        ],
+        model=tiny_model_dir,
+    )
+    assert res[0]["truncated"] is True
+    assert res[1]["truncated"] is False
+
+
 @pytest.mark.parametrize(
     "bad, where",
     [

@@ -70,8 +70,9 @@ def _check_texts(texts: Any) -> tuple[list[str], list[str] | None, bool]:
             unknown = set(t) - {"title", "text", "id"}
             if unknown:
                 raise TypeError(
-                    f"predict(): document at position {i} has unknown key(s) {sorted(unknown)}; "
-                    "a document is {'title': ..., 'text': ...}"
+                    f"predict(): document at position {i} has unknown key(s) {sorted(unknown)}; a document is "
+                    "{'title': ..., 'text': ...} (and an optional 'id'): pass rows of a table as "
+                    "[{'title': r['title'], 'text': r['text']} for r in rows]"
                 )
             for key in ("title", "text"):
                 if t.get(key) is not None and not isinstance(t[key], str):
@@ -314,7 +315,9 @@ class TopicClassifier:
         given = read_titles(titles, cfg)
         clean_titles = [normalize(t, self.normalize_config) if t else "" for t in given] if given else None
         clean_titles = read_titles(clean_titles, cfg, clean)  # a document without one: the title its text opens with
-        todo = [i for i, t in enumerate(clean) if t.strip() or (clean_titles and clean_titles[i].strip())]
+        # A document is read when it has a word (a letter, digit or character) in its text or title: one of
+        # punctuation and symbols alone ("。。，，！？") has no topic to give.
+        todo = [i for i, t in enumerate(clean) if _has_words(t) or (clean_titles and _has_words(clean_titles[i]))]
         answered = {
             i: _empty_result(docs[i] + (given[i] if given else "")) for i in sorted(set(range(len(docs))) - set(todo))
         }
@@ -417,11 +420,18 @@ def _evidence(rows_info, label_index: int, text: tuple[str, str]) -> dict:
     return {"in": "text", "start": start, "end": end, "text": passage, "window": k}
 
 
+def _has_words(text: str) -> bool:
+    return any(c.isalnum() for c in text)
+
+
 def _empty_result(raw: str, reason: str | None = None) -> dict:
     if reason is None:
-        reason = (
-            "empty document" if not raw.strip() else "no text left after normalisation (only boilerplate or markup)"
-        )
+        if not raw.strip():
+            reason = "empty document"
+        elif not _has_words(raw):
+            reason = "no words: only punctuation or symbols"
+        else:
+            reason = "no text left after normalisation (only boilerplate or markup)"
     return {
         "label": None,
         "label_l1": None,

@@ -154,7 +154,10 @@ def _merge(body: Windows, has_body: list[bool], title: Windows, has_title: list[
         unk_body = _per_doc(body, body_pos, d, "n_unknown", 0)
         unk_title = _per_doc(title, title_pos, d, "n_unknown", 0)
         out.n_tokens.append(n_body + n_title)
-        out.capped.append(bool(_per_doc(body, body_pos, d, "capped", False)))
+        # Truncated when the body's windows stop short, or when the title is longer than its window.
+        out.capped.append(
+            bool(_per_doc(body, body_pos, d, "capped", False) or _per_doc(title, title_pos, d, "capped", False))
+        )
         if hasattr(out, "n_unknown"):
             out.n_unknown.append(unk_body + unk_title)
             share_b = _per_doc(body, body_pos, d, "unknown_share", 0.0)
