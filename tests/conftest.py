@@ -121,14 +121,17 @@ TOPIC_WORDS = {
 }
 
 
-def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
+def synthetic_rows(n: int, seed: int = 0, topics: dict[str, str] | None = None) -> list[dict]:
+    """``n`` documents cycling through ``topics`` (label: its words; default TOPIC_WORDS), each twelve
+    sentences of two of its label's words."""
     import random
 
+    topics = topics or TOPIC_WORDS
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        label = list(TOPIC_WORDS)[i % 3]
-        words = TOPIC_WORDS[label].split()
+        label = list(topics)[i % len(topics)]
+        words = topics[label].split()
         text = "。".join("本条例" + rng.choice(words) + rng.choice(words) + "有关工作" for _ in range(12))
         rows.append(
             {"id": f"s{i}", "title": "", "text": text, "label": label, "split": "test" if i % 5 == 0 else "train"}

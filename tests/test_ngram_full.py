@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
 
-from conftest import LABELS
+from conftest import LABELS, synthetic_rows
 from govtopic.evaluation import update_record
 
 PLANNING = "城市规划 建设用地 规划许可 街道 城镇 控制性详细规划"
@@ -24,14 +23,8 @@ WORDS = {
 def rows(n: int, seed: int = 0) -> list[dict]:
     """Documents of four classes, two of them children of one first level; every sixth document is labelled
     with its first level only (as a portal that publishes 一级 alone)."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        label = list(WORDS)[i % 4]
-        words = WORDS[label].split()
-        text = "。".join("本办法" + rng.choice(words) + rng.choice(words) + "有关工作" for _ in range(8))
-        out.append({"text": text, "label": label.split("\\")[0] if i % 6 == 5 else label})
-    return out
+    out = synthetic_rows(n, seed, topics=WORDS)
+    return [{**r, "label": r["label"].split("\\")[0] if i % 6 == 5 else r["label"]} for i, r in enumerate(out)]
 
 
 def fitted(classes=LABELS):
