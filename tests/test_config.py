@@ -193,3 +193,33 @@ def test_values_training_would_misuse_are_refused(override, path):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert len(info.value.problems) == 1 and info.value.problems[0].startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "CONFIG", "--overwrite", "train.epochz=3"],
+        ["tune", "CONFIG", "--trials", "2", "train.epochz=3"],
+        ["pretrain", "CONFIG", "train.epochz=3"],
+    ],
+)
+def test_dotted_overrides_after_the_options_are_read(argv, tmp_path, capsys):
+    """`govtopic tune CONFIG --trials 2 key=value` reads the override like `govtopic tune CONFIG key=value
+    --trials 2`: the misspelt key is named by the config check, not refused by the argument parser."""
+    from govtopic.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run")}), encoding="utf-8")
+    assert main([str(path) if a == "CONFIG" else a for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochz" in err and "did you mean 'epochs'" in err
+    assert "unrecognized arguments" not in err
+
+
+def test_words_that_are_not_overrides_are_still_refused(tmp_path, capsys):
+    from govtopic.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "MODEL", "DATA", "train.epochs=3"])  # evaluate takes no overrides
+    assert exc.value.code == 2
+    assert "unrecognized arguments: train.epochs=3" in capsys.readouterr().err

@@ -397,8 +397,21 @@ def _tune(args) -> int:
     return 0
 
 
+def _parse(argv: list[str] | None):
+    """The command line, with dotted overrides accepted after the options too (``govtopic tune CONFIG --trials 4
+    output_dir=runs/x``), not only before them; any other leftover word is an error as usual."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
