@@ -82,3 +82,25 @@ def test_a_correction_outside_the_taxonomy_is_an_error_naming_it(tmp_path):
     bad = SourceConfig(name="bad", file=_jsonl(tmp_path / "bad.jsonl", [{"id": "s0", "label": "不存在\\类别"}]))
     with pytest.raises(DataError, match="不存在"):
         _load(tmp_path, bad)
+
+
+def test_the_bundled_regulation_corrections_relabel_what_the_keyword_rules_got_wrong():
+    """data/regulations_corrections.jsonl (read by the quickstart and the official recipe) names regulations of
+    the bundled sample and moves every 优化营商环境条例 out of environmental protection, where the title-keyword
+    rule put it for the 环境 in 营商环境 (business environment)."""
+    from conftest import ROOT
+
+    corrections = ROOT / "data" / "regulations_corrections.jsonl"
+    sources = [
+        SourceConfig(name="regulations", file=str(ROOT / "data" / "regulations_sample.jsonl.gz")),
+        SourceConfig(name="corrections", file=str(corrections)),
+    ]
+    data = load_labelled(DataConfig(sources=sources, taxonomy=str(TAXONOMY)), None, 0)
+    wanted = {json.loads(line)["id"] for line in corrections.read_text(encoding="utf-8").splitlines()}
+    assert data.skipped["corrections_applied"] == len(wanted) and not data.skipped.get("corrections_unmatched")
+    titles = {}
+    for split in ("train", "validation", "test"):
+        part = getattr(data, split)
+        titles.update({t: y for t, y in zip(part.titles, part.labels) if "营商环境" in t})
+    assert len(titles) >= len(wanted)
+    assert all(y.startswith("国民经济管理、国有资产监管") for y in titles.values()), titles
