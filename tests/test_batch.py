@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from govtopic.batch import iter_records, predict_files
+from govtopic.batch import predict_files
+from govtopic.inputs import iter_records
 
 
 def read_jsonl(path):

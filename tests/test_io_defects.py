@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from govtopic.batch import Columns, iter_records, predict_files
+from govtopic.batch import predict_files
 from govtopic.cli import main
 from govtopic.data import DataError, read_table
+from govtopic.inputs import Columns, iter_records
 
 
 def read_jsonl(path):

@@ -76,10 +76,11 @@ def test_empty_documents_get_no_topic(tiny_model_dir):
 
 
 def test_documents_of_punctuation_alone_get_no_topic(tiny_model_dir):
-    res = predict(["。。，，！？", {"title": "……", "text": "——（）"}, "第1条。"], model=tiny_model_dir)
+    res = predict(["。。，，！？", {"title": "……", "text": "——（）"}, "第1条。", "☎"], model=tiny_model_dir)
     for r in res[:2]:
-        assert r["label"] is None and r["score"] is None and "punctuation" in r["reason"]
+        assert r["label"] is None and r["score"] is None and "only punctuation" in r["reason"]
     assert res[2]["label"] in LABELS  # a digit or a character is a word
+    assert "only punctuation" not in (res[3].get("reason") or "")  # a symbol is left to the unknown-character check
 
 
 def test_a_title_longer_than_its_window_is_reported_as_truncated(tiny_model_dir):

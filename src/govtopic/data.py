@@ -125,11 +125,11 @@ def read_csv_rows(path: Path) -> list[dict]:
     strict. A quote never closed, a row with more or fewer fields than the header, or undecodable bytes is a
     ``DataError`` naming the line and the fix, never rows silently merged, shifted or filled in.
     """
-    from govtopic.batch import _UNDECODED, _open_text
+    from govtopic.encodings import UNDECODED, open_text
 
     csv.field_size_limit(sys.maxsize)
     rows: list[dict] = []
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         reader = csv.reader(fh, strict=True)
         try:
             header = next(reader, None)
@@ -149,7 +149,7 @@ def read_csv_rows(path: Path) -> list[dict]:
                 'opened in this row is never closed: close it, or write a quote inside quoted text as ""'
             ) from err
     for row, number in rows:
-        if any(isinstance(v, str) and _UNDECODED.search(v) for v in row.values()):
+        if any(isinstance(v, str) and UNDECODED.search(v) for v in row.values()):
             raise DataError(
                 f"{path}: line {number}: bytes that are not UTF-8 or GB18030 text; save the file as UTF-8 "
                 "(Excel: CSV UTF-8), e.g. iconv -f GB18030 -t UTF-8"

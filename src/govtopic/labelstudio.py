@@ -165,8 +165,8 @@ def write_review_queue(
         >>> write_review_queue("runs/quickstart/model", ["inbox.jsonl"], "runs/quickstart/review")["queued"]
         12
     """
-    from govtopic.batch import Columns, check_inputs, iter_records
     from govtopic.evaluation import saved_config
+    from govtopic.inputs import Columns, check_inputs, iter_records
     from govtopic.predict import TopicClassifier
 
     # Before any work: the queue folder must be new, empty, or an earlier queue (never a folder of the user's).

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import threading
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -315,8 +316,7 @@ class TopicClassifier:
         given = read_titles(titles, cfg)
         clean_titles = [normalize(t, self.normalize_config) if t else "" for t in given] if given else None
         clean_titles = read_titles(clean_titles, cfg, clean)  # a document without one: the title its text opens with
-        # A document is read when it has a word (a letter, digit or character) in its text or title: one of
-        # punctuation and symbols alone ("。。，，！？") has no topic to give.
+        # A document is read when its text or title holds more than punctuation: "。。，，！？" has no topic to give.
         todo = [i for i, t in enumerate(clean) if _has_words(t) or (clean_titles and _has_words(clean_titles[i]))]
         answered = {
             i: _empty_result(docs[i] + (given[i] if given else "")) for i in sorted(set(range(len(docs))) - set(todo))
@@ -421,7 +421,9 @@ def _evidence(rows_info, label_index: int, text: tuple[str, str]) -> dict:
 
 
 def _has_words(text: str) -> bool:
-    return any(c.isalnum() for c in text)
+    """Whether ``text`` holds anything but punctuation, spaces and control characters (symbols and emoji count:
+    the model's unknown-character check answers those)."""
+    return any(unicodedata.category(c)[0] not in "PZC" for c in text)
 
 
 def _empty_result(raw: str, reason: str | None = None) -> dict:
@@ -429,7 +431,7 @@ def _empty_result(raw: str, reason: str | None = None) -> dict:
         if not raw.strip():
             reason = "empty document"
         elif not _has_words(raw):
-            reason = "no words: only punctuation or symbols"
+            reason = "no words: only punctuation"
         else:
             reason = "no text left after normalisation (only boilerplate or markup)"
     return {

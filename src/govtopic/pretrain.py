@@ -36,7 +36,7 @@ def _is_table(path: Path) -> bool:
 
 def load_texts(cfg: Config) -> list[str]:
     """Unlabelled documents from pretrain.files (or data.train_file), test splits left out."""
-    from govtopic.batch import iter_records
+    from govtopic.inputs import iter_records
 
     files = cfg.pretrain.files or ([cfg.data.train_file] if cfg.data.train_file else [])
     if not files:

@@ -1,7 +1,7 @@
 """Batch prediction on Ray Data: files of documents predicted by a pool of model actors, one Parquet file out
 per file in, so an interrupted run resumes by file (a file whose output exists is skipped).
 
-Documents are read exactly as ``govtopic predict`` reads them (``govtopic.batch.iter_records``: same columns,
+Documents are read exactly as ``govtopic predict`` reads them (``govtopic.inputs.iter_records``: same columns,
 encodings, ``source`` keys and per-row errors), flow through ``map_batches`` to actors that each load the model
 once (``TopicClassifier``), and come back in input order; each input's Parquet file is written (atomically) as
 soon as its last document is predicted.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from govtopic.batch import Columns, iter_records
+from govtopic.inputs import Columns, iter_records
 
 logger = logging.getLogger(__name__)
 

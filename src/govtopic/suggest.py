@@ -282,8 +282,9 @@ def suggest_files(
         >>> suggest_files("runs/quickstart/model", ["inbox.jsonl"], "to_label.jsonl", budget=50)["suggested"]
         50
     """
-    from govtopic.batch import Columns, check_inputs, check_not_an_input, iter_records
+    from govtopic.batch import check_not_an_input
     from govtopic.fsutil import check_claimable, write_output_text
+    from govtopic.inputs import Columns, check_inputs, iter_records
     from govtopic.predict import TopicClassifier
 
     _check_budget(budget)

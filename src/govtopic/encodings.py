@@ -1,0 +1,117 @@
+"""How the bytes of a document become text: UTF-8 (with or without a byte-order mark), else GB18030 or Big5, the
+encodings Chinese portals publish in, and UTF-16/32 with a byte-order mark (Windows Notepad's "Unicode").
+
+One place for every reader: the files ``govtopic predict`` reads (``govtopic.inputs``) and the tables training
+reads (``govtopic.data``). Undecodable bytes in a table become lone surrogates (``UNDECODED``), reported per row
+by the reader, never a stop.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import re
+import unicodedata
+from pathlib import Path
+
+# Byte-order marks that name an encoding outright (UTF-32 first: its little-endian mark starts like UTF-16's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Tried in this order when a text is not UTF-8; when both decode it, charset-normalizer decides.
+CHINESE_ENCODINGS = ("gb18030", "big5")
+UNREADABLE = "not UTF-8, GB18030 or Big5 text"
+# Bytes of a table read to choose its encoding.
+ENCODING_SAMPLE = 65536
+UNDECODED = re.compile("[\udc80-\udcff]")
+# Characters every real text has some of: ASCII (spaces, line breaks, digits), CJK and full-width punctuation.
+_TEXT_MARKS = re.compile("[\x09-\x7e\u3000-\u303f\uff01-\uff65]")
+
+
+def decode_bytes(raw: bytes) -> str:
+    """UTF-8 (with or without BOM), else GB18030 or Big5, the encodings Chinese portals publish in.
+
+    Big5 text comes back as the Traditional Chinese it holds (normalisation converts it to Simplified later).
+    UTF-16 and UTF-32 with a byte-order mark (Windows Notepad's "Unicode") are read too.
+    Raises ``UnicodeDecodeError`` when the bytes are none of these.
+    """
+    bom = bom_encoding(raw)
+    if bom is not None:
+        return _decode_with_bom(raw, bom)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        first = err
+    encoding = detect_chinese_encoding(raw)
+    if encoding is None:
+        raise UnicodeDecodeError("utf-8/gb18030/big5", raw, first.start, first.end, UNREADABLE)
+    return raw.decode(encoding)
+
+
+def detect_chinese_encoding(raw: bytes) -> str | None:
+    """``"gb18030"`` or ``"big5"``, whichever decodes ``raw`` into real text; None when neither decodes it.
+
+    Almost any Big5 text also decodes as GB18030 (into nonsense) and short Simplified texts often decode as
+    Big5, so charset-normalizer compares the two readings; GB18030 wins a tie, as it is what mainland
+    portals publish in.
+    """
+    fits = [enc for enc in CHINESE_ENCODINGS if _decodes(raw, enc)]
+    if len(fits) < 2:
+        return fits[0] if fits else None
+    from charset_normalizer import from_bytes
+
+    chaos = {match.encoding: match.chaos for match in from_bytes(raw, cp_isolation=fits)}
+    if "big5" in chaos and chaos["big5"] < chaos.get("gb18030", float("inf")):
+        return "big5"
+    return "gb18030"
+
+
+def bom_encoding(head: bytes) -> str | None:
+    """``"utf-16"`` or ``"utf-32"`` when ``head`` starts with that encoding's byte-order mark."""
+    for mark, encoding in _BOMS:
+        if head.startswith(mark):
+            return encoding
+    return None
+
+
+def _decode_with_bom(raw: bytes, encoding: str) -> str:
+    """Decode UTF-16/32 text; bytes that only start like it (binary junk) raise ``UnicodeDecodeError``.
+
+    Any two bytes are a UTF-16 character, so the text must also look like text: no control, unassigned or
+    private-use characters, and some punctuation, space, line break or ASCII, as every real document has.
+    """
+    text = raw.decode(encoding)
+    for position, char in enumerate(text):
+        if unicodedata.category(char) in ("Cn", "Co", "Cs") or (char < " " and char not in "\t\n\r\f"):
+            offset = len(text[:position].encode(encoding))  # the BOM included
+            raise UnicodeDecodeError(encoding, raw, offset, offset + 1, f"{encoding} that holds no text")
+    if text and not _TEXT_MARKS.search(text):
+        raise UnicodeDecodeError(encoding, raw, 0, len(raw), f"{encoding} that holds no text")
+    return text
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def open_text(path: Path):
+    raw = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+    head = raw.peek(ENCODING_SAMPLE)[:ENCODING_SAMPLE] if hasattr(raw, "peek") else b""
+    encoding = bom_encoding(head) or "utf-8-sig"
+    try:
+        if encoding == "utf-8-sig":
+            head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 4:  # not just a character cut at the end of the sample
+            whole_lines = head[: head.rfind(b"\n") + 1] or head
+            encoding = detect_chinese_encoding(whole_lines) or "gb18030"
+    # Undecodable bytes become lone surrogates, reported per row (see UNDECODED), not a stop.
+    return io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
