@@ -286,7 +286,10 @@ def test_two_sources_train_with_titles_ngram_channel_and_per_source_report(tmp_p
     assert (model_dir / "ngram_channel.safetensors").is_file()
     record = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["govtopic"]
     assert record["ngram_weight"] >= 0 and record["long_doc"]["title"] == "window"
-    assert "# Per source" in (tmp_path / "run" / "eval" / "report.md").read_text(encoding="utf-8").replace("##", "#")
+    report_md = (tmp_path / "run" / "eval" / "report.md").read_text(encoding="utf-8")
+    assert "# Per source" in report_md.replace("##", "#")
+    assert "## N-gram channel" in report_md and "weight of the full-label block" in report_md
+    assert record["ngram_full_weight"] >= 0
     out = predict({"title": "关于医院医疗工作的通知"}, model=model_dir)
     assert out["label_l1"] == "卫生、体育"
 

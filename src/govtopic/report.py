@@ -151,8 +151,33 @@ def _blocks(
             "of the single most probable full label.",
         )
     )
+    blocks += _channel_blocks(meta.get("ngram_channel"))
     blocks += _calibration_blocks(metrics, calibration, plots) + _risk_coverage_blocks(metrics, baseline, plots)
     return blocks + _class_blocks(metrics, baseline, plots, confusions)
+
+
+def _channel_blocks(channel: dict | None) -> list[tuple]:
+    """The n-gram channel's weights as chosen on the validation split, and what they were worth there."""
+    if not channel:
+        return []
+    weight, full_weight = channel.get("weight"), channel.get("full_weight", 0.0)
+    tried = channel.get("validation_accuracy_by_weights") or {}
+    rows = [["weight of the first-level block", _fmt(weight)], ["weight of the full-label block", _fmt(full_weight)]]
+    chosen, alone = tried.get(f"{weight:g}/{full_weight:g}"), tried.get("0/0")
+    for name, figures in (("with the channel", chosen), ("transformer alone", alone)):
+        if figures:
+            rows.append(
+                [f"validation first-level / full-label accuracy, {name}", f"{figures[0]:.3f} / {figures[1]:.3f}"]
+            )
+    return [
+        ("h", 2, "N-gram channel"),
+        (
+            "p",
+            "Character n-gram scores added to the transformer's logits: a first-level block and a full-label block, "
+            "their weights chosen together on the validation split (the sum of first-level and full-label accuracy).",
+        ),
+        ("table", ["n-gram channel", "value"], rows),
+    ]
 
 
 def _risk_coverage_blocks(metrics: dict, baseline: dict | None, plots: dict) -> list[tuple]:
