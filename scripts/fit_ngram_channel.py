@@ -35,7 +35,7 @@ def main() -> None:
     best = tried.get(f"{chosen['weight']:g}/{chosen['full_weight']:g}")
     if best:
         alone = tried.get("0/0")
-        print(f"validation first-level accuracy {best[0]}, full-label accuracy {best[1]} (transformer alone: {alone})")
+        print(f"validation accuracy and macro-F1 (first level, full label) {best}; transformer alone {alone}")
     if calibration:
         print(f"temperature {calibration['temperature']:.3f}")
 

@@ -23,6 +23,7 @@ from govtopic.calibration import softmax
 from govtopic.data import load_eval_file, load_labelled
 from govtopic.evaluation import _baseline, _baseline_probs, model_scheme, saved_config
 from govtopic.labels import hierarchical_decode, l1
+from govtopic.ngram import mix
 from govtopic.predict import TopicClassifier
 
 
@@ -65,8 +66,8 @@ def main() -> None:
             logits, _ = clf.document_logits(split.texts, ld, 32, titles=split.titles, ngram=False)
             row[f"transformer, title {w:g}"] = l1_accuracy(softmax(logits), clf.labels, split.labels)
             if clf.ngram is not None and max(ngram_weight, full_weight) > 0:
-                channel = clf.ngram.label_scores(split.texts, split.titles, clf.labels, ngram_weight, full_weight)
-                mixed_logits = logits + channel
+                first, full = clf.ngram.parts(split.texts, split.titles, clf.labels)
+                mixed_logits = mix(logits, first, full, ngram_weight, full_weight, clf.labels)
                 row[f"hybrid, title {w:g}"] = l1_accuracy(softmax(mixed_logits), clf.labels, split.labels)
         row["seconds"] = round(time.time() - started, 1)
         rows.append(row)

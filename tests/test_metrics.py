@@ -205,3 +205,34 @@ def test_baseline_learns_real_topics_from_regulation_bodies():
     again = base.predict_proba([r["text"] for r in test[:5]], reordered)
     np.testing.assert_allclose(again[:, :-1], probs[:5, ::-1])
     assert np.all(again[:, -1] == 0) and np.allclose(again.sum(axis=1), 1.0)
+
+
+def test_the_temperature_changes_how_sure_a_prediction_is_never_which_label_wins():
+    """Tempered level by level, the first level and the class chosen within it are those of the raw logits for
+    every temperature; a plain softmax(logits / T) would move documents to levels with many unsure classes."""
+    from govtopic.calibration import level_softmax
+    from govtopic.labels import hierarchical_decode
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=3.0, size=(400, len(LABELS)))
+    raw_index, _, raw_levels = hierarchical_decode(softmax(logits), LABELS)
+    flipped_by_plain = 0
+    for t in (0.3, 1.0, 2.5, 8.0):
+        probs = level_softmax(logits, t, LABELS)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+        index, _, levels = hierarchical_decode(probs, LABELS)
+        assert (index == raw_index).all() and (levels.argmax(axis=1) == raw_levels.argmax(axis=1)).all()
+        _, _, plain = hierarchical_decode(softmax(logits, t), LABELS)
+        flipped_by_plain += int((plain.argmax(axis=1) != raw_levels.argmax(axis=1)).sum())
+    assert flipped_by_plain > 0  # the case the level-by-level temperature guards against does occur
+    np.testing.assert_allclose(level_softmax(logits, 1.0, LABELS), softmax(logits), atol=1e-9)
+
+
+def test_fit_temperature_with_labels_recovers_a_level_by_level_temperature():
+    from govtopic.calibration import level_softmax
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(scale=2.0, size=(3000, len(LABELS)))
+    probs = level_softmax(logits, 2.0, LABELS)
+    y = np.array([rng.choice(len(LABELS), p=p) for p in probs])
+    assert fit_temperature(logits, y, LABELS) == pytest.approx(2.0, rel=0.15)

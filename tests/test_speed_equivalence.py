@@ -85,9 +85,19 @@ def reference_probs(clf: TopicClassifier, docs: list[dict], strategy: str) -> np
         logits = np.stack([clf.model(input_ids=torch.tensor([ids])).logits[0].numpy() for ids in windows.input_ids])
     doc_index = np.array(windows.doc_index)
     pooled = np.stack([pool(logits[doc_index == d], is_title[doc_index == d], cfg) for d in range(len(docs))])
-    z = pooled / clf.temperature
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    # Tempered level by level (govtopic.calibration.level_softmax), written out: each first level's probability
+    # and each class's share within it raised to 1/T and normalised apart.
+    e = np.exp(pooled - pooled.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    levels = [label.split("\\")[0] for label in clf.labels]
+    out = np.zeros_like(p)
+    level_p = {lv: p[:, [j for j, x in enumerate(levels) if x == lv]].sum(axis=1) for lv in set(levels)}
+    level_norm = sum(v ** (1 / clf.temperature) for v in level_p.values())
+    for lv, mass in level_p.items():
+        cols = [j for j, x in enumerate(levels) if x == lv]
+        share = (p[:, cols] / mass[:, None]) ** (1 / clf.temperature)
+        out[:, cols] = (mass ** (1 / clf.temperature) / level_norm)[:, None] * share / share.sum(axis=1, keepdims=True)
+    return out
 
 
 @pytest.mark.parametrize("which", ["cls", "mean"])

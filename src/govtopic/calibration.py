@@ -31,15 +31,64 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _nll(logits: np.ndarray, y_idx: np.ndarray, temperature: float) -> float:
+def level_softmax(logits: np.ndarray, temperature: float, labels: list[str]) -> np.ndarray:
+    """Probabilities of ``logits`` tempered level by level: each first level's probability and each class's
+    share within its level are raised to ``1 / temperature`` and normalised apart.
+
+    Top-down decoding (``govtopic.labels.hierarchical_decode``) sums a level's classes: under a plain
+    ``softmax(logits / T)`` with T > 1 a level with many unsure classes gains on one with a single sure class, so
+    calibration would change which label wins. Tempered level by level it cannot: the first level and the class
+    chosen within it are those of the untempered logits, and only how sure the scores are changes. With T = 1,
+    or labels that are all first levels, it is ``softmax(logits / T)``.
+
+    Args:
+        logits: scores (documents × labels).
+        temperature: T > 0.
+        labels: the label of each column (``一级\\二级`` or ``一级``).
+
+    Example:
+        >>> level_softmax(np.array([[2.0, 1.0, 1.0]]), 2.0, ["甲\\a", "乙\\b", "乙\\c"]).round(3)
+        array([[0.538, 0.231, 0.231]])
+
+        Untempered, 甲 has 0.576 and wins; ``softmax(logits / 2)`` would give 乙 0.548 and flip the decision.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    log_p = np.log(softmax(logits))
+    names = list(dict.fromkeys(_level(x) for x in labels))
+    owner = np.array([names.index(_level(x)) for x in labels])
+    level = np.stack([_logsumexp(log_p[:, owner == g]) for g in range(len(names))], axis=1)
+    within = log_p - level[:, owner]
+    level = np.log(softmax(level, temperature))
+    tempered_within = np.empty_like(within)
+    for g in range(len(names)):
+        columns = owner == g
+        tempered_within[:, columns] = np.log(softmax(within[:, columns], temperature))
+    return np.exp(level[:, owner] + tempered_within)
+
+
+def _level(label: str) -> str:
+    return label.split("\\")[0]
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    top = z.max(axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+
+
+def _nll(logits: np.ndarray, y_idx: np.ndarray, temperature: float, labels: list[str] | None = None) -> float:
+    if labels is not None:
+        probs = level_softmax(logits, temperature, labels)[np.arange(len(y_idx)), y_idx]
+        return float(-np.mean(np.log(np.maximum(probs, 1e-300))))
     z = logits / temperature
     zmax = z.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(z - zmax).sum(axis=1)) + zmax[:, 0]
     return float(np.mean(log_norm - z[np.arange(len(y_idx)), y_idx]))
 
 
-def fit_temperature(logits: np.ndarray, y_idx: np.ndarray) -> float:
-    """The temperature T > 0 that minimises the NLL of ``softmax(logits / T)`` against ``y_idx``.
+def fit_temperature(logits: np.ndarray, y_idx: np.ndarray, labels: list[str] | None = None) -> float:
+    """The temperature T > 0 that minimises the NLL of ``softmax(logits / T)`` against ``y_idx`` (with
+    ``labels``: of ``level_softmax(logits, T, labels)``, as the model's predictions are tempered).
 
     Rows whose gold index is negative (a gold label the model does not have) are left out: they carry no
     likelihood. Returns 1.0 (leave the model as it is) when fewer than 2 usable rows remain or all of them
@@ -61,16 +110,16 @@ def fit_temperature(logits: np.ndarray, y_idx: np.ndarray) -> float:
         return 1.0
     lo, hi = math.log(T_MIN), math.log(T_MAX)
     a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    fa, fb = _nll(logits, y_idx, math.exp(a)), _nll(logits, y_idx, math.exp(b))
+    fa, fb = _nll(logits, y_idx, math.exp(a), labels), _nll(logits, y_idx, math.exp(b), labels)
     for _ in range(_ITERATIONS):
         if fa <= fb:
             hi, b, fb = b, a, fa
             a = hi - _GOLDEN * (hi - lo)
-            fa = _nll(logits, y_idx, math.exp(a))
+            fa = _nll(logits, y_idx, math.exp(a), labels)
         else:
             lo, a, fa = a, b, fb
             b = lo + _GOLDEN * (hi - lo)
-            fb = _nll(logits, y_idx, math.exp(b))
+            fb = _nll(logits, y_idx, math.exp(b), labels)
     temperature = float(math.exp((lo + hi) / 2))
     if temperature < T_MIN * 1.01 or temperature > T_MAX * 0.99:
         logger.warning(

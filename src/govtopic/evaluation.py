@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from govtopic.calibration import fit_temperature, softmax
+from govtopic.calibration import fit_temperature, level_softmax, softmax
 from govtopic.config import Config, load_config
 from govtopic.data import DataError, Split, load_eval_file, load_labelled
 from govtopic.fsutil import atomic_write_text, claim_folder
@@ -74,9 +74,9 @@ def calibrate_folder(model_dir: Path, validation: Split, cfg: Config, logits: np
     # First-level-only rows have no single class to calibrate against; the temperature is fitted on the others.
     y = _label_indices(validation.labels, clf.labels)
     known = y >= 0
-    temperature = fit_temperature(logits[known], y[known]) if known.sum() >= 2 else 1.0
+    temperature = fit_temperature(logits[known], y[known], clf.labels) if known.sum() >= 2 else 1.0
     before = expected_calibration_error(softmax(logits[known]), y[known])
-    after = expected_calibration_error(softmax(logits[known], temperature), y[known])
+    after = expected_calibration_error(level_softmax(logits[known], temperature, clf.labels), y[known])
     update_record(model_dir, temperature=temperature)
     logger.info(
         "temperature %.3f fitted on %d validation documents (ECE %.3f -> %.3f)",
@@ -199,7 +199,7 @@ def evaluate_split(
     started = time.time()
     logits, _ = clf.document_logits(split.texts, ld, cfg.eval.batch_size, titles=split.titles)
     seconds = time.time() - started
-    raw_probs, probs = softmax(logits), softmax(logits, clf.temperature)
+    raw_probs, probs = softmax(logits), level_softmax(logits, clf.temperature, clf.labels)
     metrics = compute_metrics(split.labels, probs, clf.labels, cfg.eval.top_k)
     y = _label_indices(split.labels, clf.labels)
     known = y >= 0
@@ -335,7 +335,7 @@ def calibrate_thresholds(
     clf = TopicClassifier(model_dir)
     logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
     thresholds, report = fit_thresholds(
-        softmax(logits, clf.temperature), data.labels, clf.labels, precision, margin, min_docs
+        level_softmax(logits, clf.temperature, clf.labels), data.labels, clf.labels, precision, margin, min_docs
     )
     update_record(model_dir, thresholds=thresholds)
     return {**report, "documents": len(data), "data": where, "model_dir": str(model_dir)}

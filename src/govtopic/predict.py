@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from govtopic import review
+from govtopic.calibration import level_softmax
 from govtopic.config import LongDocConfig
 from govtopic.labels import SEP, hierarchical_decode
 from govtopic.modeling import ModelLoadError, autocast_dtype, load_for_inference
 from govtopic.ngram import WEIGHTS_FILE as NGRAM_FILE
-from govtopic.ngram import NgramChannel
+from govtopic.ngram import NgramChannel, mix
 from govtopic.normalize import normalize
 from govtopic.record import ModelRecord
 from govtopic.strategies import encode, get_strategy
@@ -245,7 +246,8 @@ class TopicClassifier:
         if ngram and self.ngram is not None and max(self.record.ngram_weight, self.record.ngram_full_weight) > 0:
             read = read_titles(titles, long_doc, texts)
             record = self.record
-            pooled += self.ngram.label_scores(texts, read, self.labels, record.ngram_weight, record.ngram_full_weight)
+            first, full = self.ngram.parts(texts, read, self.labels)
+            pooled = mix(pooled, first, full, record.ngram_weight, record.ngram_full_weight, self.labels)
             for item, known in zip(info, self.ngram.known_share(texts, read)):
                 item["known_ngrams"] = round(float(known), 4)
         return pooled, info
@@ -346,7 +348,7 @@ class TopicClassifier:
             >>> clf.decode(prepared, group, logits, info)[0]["label_l1"]
             '城乡建设、环境保护'
         """
-        probs = _softmax(logits / self.temperature)
+        probs = level_softmax(logits, self.temperature, self.labels).astype(np.float32)
         out = []
         for k, i in enumerate(group):
             raw = prepared.raw[i]
@@ -443,12 +445,6 @@ def _empty_result(raw: str, reason: str | None = None) -> dict:
         "truncated": False,
         "reason": reason,
     }
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class _NoBar:

@@ -167,14 +167,19 @@ def _channel_blocks(channel: dict | None) -> list[tuple]:
     for name, figures in (("with the channel", chosen), ("transformer alone", alone)):
         if figures:
             rows.append(
-                [f"validation first-level / full-label accuracy, {name}", f"{figures[0]:.3f} / {figures[1]:.3f}"]
+                [
+                    f"validation first-level / full-label accuracy (macro-F1), {name}",
+                    f"{figures[0]:.3f} / {figures[1]:.3f}"
+                    + (f" ({figures[2]:.3f} / {figures[3]:.3f})" if len(figures) >= 4 else ""),
+                ]
             )
     return [
         ("h", 2, "N-gram channel"),
         (
             "p",
-            "Character n-gram scores added to the transformer's logits: a first-level block and a full-label block, "
-            "their weights chosen together on the validation split (the sum of first-level and full-label accuracy).",
+            "Character n-gram scores mixed with the transformer's: a first-level block that moves the choice of the "
+            "first level, and a full-label block that moves only the choice within a level; each weight chosen on "
+            "the validation split (accuracy plus macro-F1 at its level).",
         ),
         ("table", ["n-gram channel", "value"], rows),
     ]

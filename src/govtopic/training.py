@@ -344,12 +344,12 @@ def _test_figures(run_dir: Path) -> dict[str, float]:
 
 def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> tuple[dict, np.ndarray | None]:
     """Fit the n-gram channel (first-level and full-label blocks) on the training split, choose the weights of
-    its two blocks on the validation split (first-level plus full-label accuracy), and keep both in
+    its two blocks on the validation split (``govtopic.ngram.choose_weights``), and keep both in
     ``folder``. Returns what was chosen, for the run's report, and the validation documents' logits with the
     channel mixed in (None without a validation split), so that calibration need not run the model over the
     validation split again."""
     from govtopic.evaluation import update_record
-    from govtopic.ngram import NgramChannel, choose_weights
+    from govtopic.ngram import NgramChannel, choose_weights, mix
     from govtopic.predict import TopicClassifier
     from govtopic.titles import read_titles
 
@@ -370,18 +370,17 @@ def fit_ngram_channel(folder: Path, data: LabelledData, cfg: Config) -> tuple[di
     first, full = channel.parts(val.texts, read_titles(val.titles, clf.long_doc, val.texts), clf.labels)
     weight, full_weight, tried = choose_weights(logits, first, full, val.labels, clf.labels)
     update_record(folder, ngram_weight=weight, ngram_full_weight=full_weight)
-    best = tried.get(f"{weight:g}/{full_weight:g}", [None, None])
+    best = tried.get(f"{weight:g}/{full_weight:g}")
     logger.info(
-        "n-gram channel weights %g (first level) and %g (full labels): validation first-level accuracy %s, "
-        "full-label accuracy %s (transformer alone: %s)",
+        "n-gram channel weights %g (first level) and %g (full labels): validation [first-level, full-label "
+        "accuracy, first-level, full-label macro-F1] %s (transformer alone: %s)",
         weight,
         full_weight,
-        best[0],
-        best[1],
+        best,
         tried.get("0/0"),
     )
     chosen = {"weight": weight, "full_weight": full_weight, "validation_accuracy_by_weights": tried}
-    return chosen, logits + weight * first + full_weight * full
+    return chosen, mix(logits, first, full, weight, full_weight, clf.labels)
 
 
 def finish(
