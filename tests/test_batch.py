@@ -70,6 +70,21 @@ def test_resume_neither_redoes_nor_duplicates(inputs, tiny_model_dir, tmp_path):
     assert len(again) == len(full)
 
 
+def test_a_rerun_naming_the_inputs_another_way_resumes_without_duplicates(
+    inputs, tiny_model_dir, tmp_path, monkeypatch
+):
+    """The first run is given relative paths, the rerun absolute ones with a trailing slash: nothing is predicted
+    twice and no line is written twice."""
+    folder, table, _ = inputs
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "pred.jsonl"
+    first = predict_files([folder.name, table.name], str(tiny_model_dir), out, progress=False)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    again = predict_files([str(folder) + "/", str(table)], str(tiny_model_dir), out, progress=False)
+    assert again["predicted"] == 0 and again["skipped_done"] == first["predicted"] + first["errors"]
+    assert out.read_text(encoding="utf-8").splitlines() == lines
+
+
 def test_no_resume_starts_over(inputs, tiny_model_dir, tmp_path):
     folder, _, _ = inputs
     out = tmp_path / "pred.jsonl"

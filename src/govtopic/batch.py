@@ -128,8 +128,24 @@ def _verify_results(path: Path) -> None:
         raise _not_ours(path, 1)
 
 
+def source_key(source: str) -> str:
+    """``source`` with its path made absolute and resolved, so that a rerun naming the inputs another way
+    (``inbox``, ``./inbox/``, ``/home/me/inbox``, a link to it) recognises the documents already done.
+
+    Example:
+        >>> source_key("inbox/a.jsonl:3") == source_key(os.path.abspath("inbox/a.jsonl") + ":3")
+        True
+    """
+    path, sep, tail = source.rpartition(":")
+    if not (sep and tail.isdigit()):  # a .txt file: the source is its path
+        path, tail = source, None
+    key = os.path.realpath(path)
+    return key if tail is None else f"{key}:{tail}"
+
+
 def _done_sources(output: Path) -> set[str]:
-    """Sources already in a govtopic output; a last line cut short by a crash is removed first."""
+    """Sources already in a govtopic output (as ``source_key``s); a last line cut short by a crash is removed
+    first."""
     if not output.exists():
         return set()
     data = output.read_bytes()
@@ -140,7 +156,7 @@ def _done_sources(output: Path) -> set[str]:
             source = _source_of(line)
             if source is None:
                 raise _not_ours(output, number)
-            done.add(source)
+            done.add(source_key(source))
     if keep < len(data):
         with open(output, "r+b") as fh:
             fh.truncate(keep)
@@ -259,19 +275,21 @@ class _Done:
 
         A document reported unreadable before that now reads (the user fixed the file) is predicted again.
         """
-        if rec.source in self.predicted:
+        key = source_key(rec.source)
+        if key in self.predicted:
             return True
-        if rec.source in self.failed:
+        if key in self.failed:
             if rec.error:
                 return True
-            self.retried.add(rec.source)
+            self.retried.add(key)
         return False
 
 
 def _drop_errors(errors: Path, sources: set[str]) -> None:
-    """Remove the lines of ``sources`` from a govtopic errors file (held by this run)."""
+    """Remove the lines of ``sources`` (``source_key``s) from a govtopic errors file (held by this run)."""
     lines = errors.read_text(encoding="utf-8").splitlines(keepends=True)
-    atomic_write_text(errors, "".join(x for x in lines if x.strip() and _source_of(x.encode()) not in sources))
+    kept = [x for x in lines if x.strip() and source_key(_source_of(x.encode()) or "") not in sources]
+    atomic_write_text(errors, "".join(kept))
 
 
 def _predict_records(records: Iterator[Record], clf, job: Job, out, err, done: _Done, rank: int, world: int) -> dict:
