@@ -65,7 +65,7 @@ def test_ray_gives_the_labels_of_govtopic_predict_and_resumes_by_file(local_ray,
         assert row["id"] == expected[source]["id"]
         assert row["score"] == pytest.approx(expected[source]["score"], abs=1e-5)
     assert [r["error"] for r in got.values() if r["error"]] == [
-        "malformed JSON (Expecting property name enclosed in double quotes at column 2)"
+        "malformed JSON (Expecting property name enclosed in double quotes: column 2)"
     ]
     # In input order, as govtopic predict writes them.
     first = pq.read_table(output_path(out, Path(inputs[0]))).column("source").to_pylist()
