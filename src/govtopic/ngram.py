@@ -1,4 +1,4 @@
-"""The n-gram channel: scores from character n-grams, added to the transformer's logits.
+"""The n-gram channel: scores from character n-grams, mixed with the transformer's logits (``mix``).
 
 With a few thousand short labelled rows (titles, summaries) and no pretrained weights, a small transformer
 learns less than a linear model over character 1–3-grams; the two make different mistakes. The channel is a
@@ -16,7 +16,8 @@ A second linear SVM over the same features scores the model's own classes (full 
 levels without children such as ``其他``), fitted on the rows labelled at that depth, and is added with a second
 weight, choosing **within** a first level only (``mix``: the level's probability is the transformer's and the
 first-level block's, the share of each of its classes the transformer's and the full-label block's). Without it
-the second level is the small transformer's choice alone. Added to the logits instead, it moved documents
+the second level is the small transformer's choice alone (official recipe, gov.cn test rows: full-label
+accuracy 0.525 → 0.617, first level unchanged). Added to the logits instead, it moved documents
 between first levels with the conventions of the rows labelled at full depth (gov.cn, regulations) and against
 those of portals that publish the first level alone: on the official recipe, Hebei titles 0.670 → 0.505.
 Folders written before the block keep ``ngram_full_weight`` 0 and predict as before.
