@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from govtopic.labels import split_levels
+
 logger = logging.getLogger(__name__)
 
 # Search range for T. Below 0.05 a model is made absurdly sure of itself, above 20 nearly uniform; an optimum
@@ -54,26 +56,9 @@ def level_softmax(logits: np.ndarray, temperature: float, labels: list[str]) -> 
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    log_p = np.log(softmax(logits))
-    names = list(dict.fromkeys(_level(x) for x in labels))
-    owner = np.array([names.index(_level(x)) for x in labels])
-    level = np.stack([_logsumexp(log_p[:, owner == g]) for g in range(len(names))], axis=1)
-    within = log_p - level[:, owner]
-    level = np.log(softmax(level, temperature))
-    tempered_within = np.empty_like(within)
-    for g in range(len(names)):
-        columns = owner == g
-        tempered_within[:, columns] = np.log(softmax(within[:, columns], temperature))
-    return np.exp(level[:, owner] + tempered_within)
-
-
-def _level(label: str) -> str:
-    return label.split("\\")[0]
-
-
-def _logsumexp(z: np.ndarray) -> np.ndarray:
-    top = z.max(axis=1, keepdims=True)
-    return top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+    level, _, owner = split_levels(logits, labels)
+    _, within, _ = split_levels(np.asarray(logits, dtype=np.float64) / temperature, labels)
+    return np.exp(np.log(softmax(level, temperature))[:, owner] + within)
 
 
 def _nll(logits: np.ndarray, y_idx: np.ndarray, temperature: float, labels: list[str] | None = None) -> float:

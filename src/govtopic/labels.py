@@ -271,10 +271,44 @@ def hierarchical_decode(probs, labels: list[str]):
     """
     import numpy as np
 
-    names = list(dict.fromkeys(l1(x) for x in labels))
-    owner = np.array([names.index(l1(x)) for x in labels])
+    names, owner = _levels(labels)
     l1_probs = np.zeros((probs.shape[0], len(names)), dtype=probs.dtype)
     np.add.at(l1_probs.T, owner, probs.T)
     best_l1 = l1_probs.argmax(axis=1)
     masked = np.where(owner[None, :] == best_l1[:, None], probs, -np.inf)
     return masked.argmax(axis=1), names, l1_probs
+
+
+def split_levels(scores, labels: list[str]):
+    """Scores per label read as logits, split by the first level: (log p(level), documents × first levels;
+    log p(label | its level), documents × labels; each label's level index).
+
+    ``log p(level)[:, owner] + log p(label | level)`` is the log-softmax of ``scores``. Calibration tempers the two
+    parts apart (``calibration.level_softmax``), and the n-gram channel takes each from other scores
+    (``ngram.mix``).
+
+    Example:
+        >>> level, within, owner = split_levels(np.array([[0.0, 0.0, np.log(2)]]), ["甲\\a", "甲\\b", "乙\\c"])
+        >>> np.exp(level).round(2), np.exp(within).round(2), owner
+        (array([[0.5, 0.5]]), array([[0.5, 0.5, 1. ]]), array([0, 0, 1]))
+    """
+    import numpy as np
+
+    names, owner = _levels(labels)
+    z = np.asarray(scores, dtype=np.float64)
+    level_lse = np.empty((z.shape[0], len(names)))
+    for g in range(len(names)):
+        part = z[:, owner == g]
+        top = part.max(axis=1, keepdims=True)
+        level_lse[:, g] = top[:, 0] + np.log(np.exp(part - top).sum(axis=1))
+    top = level_lse.max(axis=1, keepdims=True)
+    total = top + np.log(np.exp(level_lse - top).sum(axis=1, keepdims=True))
+    return level_lse - total, z - level_lse[:, owner], owner
+
+
+def _levels(labels: list[str]):
+    """The first levels in order of first appearance, and each label's index among them."""
+    import numpy as np
+
+    names = list(dict.fromkeys(l1(x) for x in labels))
+    return names, np.array([names.index(l1(x)) for x in labels])

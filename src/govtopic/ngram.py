@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from govtopic.labels import l1
+from govtopic.calibration import softmax
+from govtopic.labels import l1, split_levels
 
 logger = logging.getLogger(__name__)
 
@@ -221,21 +222,19 @@ class NgramChannel:
         scores; zeros without a full-label block). Weights are chosen on them (``choose_weights``)."""
         x = self._features(texts, titles)
         first = self._spread(np.asarray(x @ self.coef.T + self.bias, dtype=np.float32), labels)
-        full = np.zeros_like(first)
-        if self.has_full:
-            own = np.asarray(x @ self.coef_full.T + self.bias_full, dtype=np.float32)
-            column = {c: k for k, c in enumerate(self.full_classes)}
-            for j, label in enumerate(labels):
-                if label in column:
-                    full[:, j] = own[:, column[label]]
-        return first, full
+        if not self.has_full:
+            return first, np.zeros_like(first)
+        own = np.asarray(x @ self.coef_full.T + self.bias_full, dtype=np.float32)
+        return first, self._spread(own, labels, self.full_classes, key=str)
 
-    def _spread(self, own: np.ndarray, labels: list[str]) -> np.ndarray:
-        index = {c: i for i, c in enumerate(self.classes)}
+    def _spread(self, own: np.ndarray, labels: list[str], classes: list[str] | None = None, key=l1) -> np.ndarray:
+        """Scores per class of a block (``own``, columns ``classes``: the first-level block's by default) as
+        scores per model label: each label gets the column of ``key(label)``, 0 for one the block never saw."""
+        index = {c: i for i, c in enumerate(self.classes if classes is None else classes)}
         out = np.zeros((own.shape[0], len(labels)), dtype=np.float32)
         for j, label in enumerate(labels):
-            if l1(label) in index:
-                out[:, j] = own[:, index[l1(label)]]
+            if key(label) in index:
+                out[:, j] = own[:, index[key(label)]]
         return out
 
     # ------------------------------------------------------------ the model folder
@@ -337,10 +336,8 @@ def mix(
     level_logits = logits + weight * first
     if not full_weight:
         return level_logits
-    owner, groups = _levels(labels)
-    log_level = _group_logsumexp(_log_softmax(level_logits), groups)  # log p(level): documents × levels
-    within = logits + full_weight * full
-    within = within - _group_logsumexp(within, groups)[:, owner]  # log p(label | its level)
+    log_level, _, owner = split_levels(level_logits, labels)
+    _, within, _ = split_levels(logits + full_weight * full, labels)
     return (log_level[:, owner] + within).astype(np.float32)
 
 
@@ -381,7 +378,7 @@ def choose_weights(
     logits, first, full = logits[keep], first[keep], full[keep]
 
     def figures(w: float, wf: float) -> tuple[float, float, float, float]:
-        index, names, l1_probs = hierarchical_decode(_softmax(mix(logits, first, full, w, wf, labels)), labels)
+        index, names, l1_probs = hierarchical_decode(softmax(mix(logits, first, full, w, wf, labels)), labels)
         chosen = np.array(names)[l1_probs.argmax(axis=1)]
         out = [np.mean(chosen == wanted), 0.0, f1_score(wanted, chosen, average="macro", zero_division=0), 0.0]
         if at_full.any():
@@ -397,30 +394,3 @@ def choose_weights(
         (k[1] for k in tried if k[0] == weight), key=lambda wf: (tried[(weight, wf)][1] + tried[(weight, wf)][3], -wf)
     )
     return weight, full_weight, {f"{a:g}/{b:g}": list(v) for (a, b), v in tried.items()}
-
-
-def _levels(labels: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Each label's first-level index, and the label columns of each first level."""
-    names = list(dict.fromkeys(l1(x) for x in labels))
-    owner = np.array([names.index(l1(x)) for x in labels])
-    return owner, [np.flatnonzero(owner == g) for g in range(len(names))]
-
-
-def _group_logsumexp(z: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
-    out = np.empty((z.shape[0], len(groups)), dtype=np.float64)
-    for g, columns in enumerate(groups):
-        part = z[:, columns].astype(np.float64)
-        top = part.max(axis=1, keepdims=True)
-        out[:, g] = (top + np.log(np.exp(part - top).sum(axis=1, keepdims=True)))[:, 0]
-    return out
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
