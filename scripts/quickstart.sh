@@ -14,13 +14,13 @@ start=$(date +%s)
 rm -f "$RUN/seeds.jsonl" "$RUN/seeds.errors.jsonl"  # this run's own earlier output (also from older versions)
 .venv/bin/govtopic predict "$RUN/model" data/seeds --output "$RUN/seeds.jsonl" --top-k 3 --evidence
 echo
-echo "== the five seed documents"
+echo "== the five seed documents (the first level is the one whose labels sum highest, then its best label)"
 .venv/bin/python - "$RUN/seeds.jsonl" <<'PY'
 import json, sys
 for line in open(sys.argv[1], encoding="utf-8"):
     r = json.loads(line)
     alts = ", ".join(f"{a['label']} {a['score']:.2f}" for a in r.get("top_k", [])[1:])
-    print(f"{r['source'].rsplit('/', 1)[-1]}: {r['label']} ({r['score']:.2f}); next: {alts}")
+    print(f"{r['source'].rsplit('/', 1)[-1]}: {r['label']} ({r['score']:.2f}; first level {r['score_l1']:.2f}); next: {alts}")
 PY
 echo
 echo "done in $(( $(date +%s) - start )) s. Reports: $RUN/eval/report.html (test split, per source)," \
