@@ -104,3 +104,28 @@ def test_the_bundled_regulation_corrections_relabel_what_the_keyword_rules_got_w
         titles.update({t: y for t, y in zip(part.titles, part.labels) if "营商环境" in t})
     assert len(titles) >= len(wanted)
     assert all(y.startswith("国民经济管理、国有资产监管") for y in titles.values()), titles
+
+
+def test_evaluate_scores_against_corrected_labels_when_given_the_corrections_file(tiny_model_dir, tmp_path, caplog):
+    """A model trained with corrections is scored against them too: without the file the wrong published
+    labels count as the model's errors; a file that is not corrections is refused, never added as data."""
+    from conftest import with_ngram_channel
+    from govtopic.evaluation import evaluate
+
+    model = with_ngram_channel(tiny_model_dir, tmp_path / "model", weight=50.0)
+    rows = [r for r in synthetic_rows(60) if r["split"] == "test"]
+    wrong = [r["id"] for r in rows[:4]]
+    published = [{**r, "label": "其他"} if r["id"] in wrong else r for r in rows]
+    data = _jsonl(tmp_path / "published.jsonl", published)
+    fixes = _jsonl(tmp_path / "fixes.jsonl", [{"id": r["id"], "label": r["label"]} for r in rows[:4]])
+
+    plain = evaluate(model, data, tmp_path / "plain", split=None, baseline=False)["metrics"]
+    with caplog.at_level("INFO", logger="govtopic.data"):
+        fixed = evaluate(model, data, tmp_path / "fixed", split=None, baseline=False, corrections=[fixes])["metrics"]
+    assert plain["l1_accuracy"] == pytest.approx(1 - len(wrong) / len(rows))
+    assert fixed["l1_accuracy"] == 1.0
+    assert "4 label(s) corrected" in caplog.text and "4 changed" in caplog.text
+    assert "fixes.jsonl" in (tmp_path / "fixed" / "report.md").read_text(encoding="utf-8")
+
+    with pytest.raises(DataError, match="not a corrections file"):
+        evaluate(model, data, tmp_path / "bad", split=None, baseline=False, corrections=[data])

@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     e.add_argument("--group-by", help="a column whose values get their own figures in the report (e.g. label_source)")
     e.add_argument("--long-doc", choices=strategy_names(), help="override the model's strategy")
+    e.add_argument(
+        "--corrections",
+        action="append",
+        metavar="FILE",
+        help="id + label file (or Label Studio export) whose labels replace the data file's for the same ids, "
+        "as in training; repeat for several, a later one wins",
+    )
 
     r = sub.add_parser("predict", help="predict topics for .txt files, folders, JSONL/CSV/Parquet")
     r.add_argument("model_dir", help="model folder or Hub id")
@@ -242,6 +249,7 @@ def _evaluate(args) -> int:
         baseline=False if args.no_baseline else None,
         long_doc=args.long_doc,
         group_by=args.group_by,
+        corrections=args.corrections,
     )
     m, b = result["metrics"], result["baseline"]
     print(f"documents: {m['n']}")

@@ -435,13 +435,18 @@ def load_eval_file(
     split: str | None = "test",
     scheme: LabelScheme | None = None,
     group_by: str | None = None,
+    corrections_files: list[str | Path] | None = None,
 ) -> Split:
     """Labelled documents of one file for evaluation: its ``split`` rows when it has a split column.
 
     Labels are read through the label scheme: a gold label outside the taxonomy (after the label map) is an
-    error listing each spelling, never a silently wrong figure.
+    error listing each spelling, never a silently wrong figure. ``corrections_files`` (id + label tables or
+    Label Studio exports, as training reads them) relabel the documents with their ids, a later file winning,
+    so that a model trained with corrections is scored against the same labels; the counts are logged.
     """
     rows = parse_rows(read_table(path), str(path), cfg, scheme, group_by)
+    if corrections_files:
+        rows = _corrected(rows, path, cfg, corrections_files, scheme or label_scheme(cfg))
     col = cfg.split_column
     keep = [i for i, r in enumerate(rows) if r["_label"] is not None]
     if not keep:
@@ -452,6 +457,42 @@ def load_eval_file(
         if not keep:
             raise DataError(f"{path}: no labelled rows in split {split!r} of column {col!r}; use --split all")
     return _to_split(rows, keep, norm)
+
+
+def _corrected(rows: list[dict], path, cfg: DataConfig, files: list[str | Path], scheme: LabelScheme) -> list[dict]:
+    """``rows`` with the labels of ``files``' corrections applied by id. A file that is not corrections (it
+    has a text or title column) is an error: evaluation never adds documents."""
+    sources = []
+    for file in files:
+        source = SourceConfig(
+            name=Path(file).name.split(".")[0],
+            file=str(file),
+            label_column=cfg.label_column,
+            text_column=cfg.text_column,
+            title_column=cfg.title_column,
+        )
+        found = corrections.read_export(str(file)) or read_table(file)
+        skipped: dict = {}
+        corrected = corrections.as_corrections(found, source, scheme, skipped, str(file))
+        if corrected is None:
+            raise DataError(
+                f"{file}: not a corrections file: give an id and a {cfg.label_column!r} column and no "
+                f"{cfg.text_column!r} or {cfg.title_column!r} column, or a Label Studio export"
+            )
+        sources.append(corrected)
+    counts: dict = {}
+    evaluated = corrections.apply_corrections([rows, *sources], counts)[0]
+    ids = {str(r.get("id")) for r in rows if r.get("id") is not None}
+    elsewhere = len({str(c["id"]) for corrected in sources for c in corrected} - ids)
+    logger.info(
+        "%s: %d label(s) corrected from %s (%d changed; %d correction(s) name documents not in this file)",
+        path,
+        counts.get("corrections_applied", 0),
+        ", ".join(map(str, files)),
+        counts.get("corrections_changed", 0),
+        elsewhere,
+    )
+    return evaluated
 
 
 def document_text(row: dict, cfg: DataConfig) -> str:

@@ -262,6 +262,7 @@ def evaluate(
     baseline: bool | None = None,
     long_doc: str | None = None,
     group_by: str | None = None,
+    corrections: list[str | Path] | None = None,
 ) -> dict:
     """Evaluate a model folder on a labelled file (its test split when it has a split column).
 
@@ -273,14 +274,19 @@ def evaluate(
         baseline: train the TF-IDF baseline on the model's training sources (default: as the model's config).
         long_doc: override the model's long-document strategy.
         group_by: a column whose values group the rows in the report's per-source table.
+        corrections: id + label files (or Label Studio exports) whose labels replace the file's for the same
+            ids, as a training corrections source does; a later file wins.
 
     Example:
         >>> evaluate("runs/cpu-official/model", "../shared/data/official.jsonl.gz", group_by="label_source")
+        >>> evaluate("runs/cpu-official/model", "../shared/data/regulations.jsonl.gz",
+        ...          corrections=["data/regulations_corrections.jsonl"])
     """
     cfg = saved_config(model_dir)
     if baseline is not None:
         cfg.eval.baseline = baseline
-    data = load_eval_file(data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg), group_by)
+    scheme = model_scheme(model_dir, cfg)
+    data = load_eval_file(data_file, cfg.data, cfg.normalize, split, scheme, group_by, corrections)
     train_split = None
     files = [s.file for s in cfg.data.sources] or [cfg.data.train_file]
     if cfg.eval.baseline and all(f and Path(f).is_file() for f in files):
@@ -289,6 +295,8 @@ def evaluate(
         logger.warning("baseline skipped: the model's training files %s are not all available here", files)
     out = Path(output_dir) if output_dir else Path(model_dir).parent / "eval" / Path(data_file).name.split(".")[0]
     meta = {"data_file": str(data_file), "split": split}
+    if corrections:
+        meta["corrections"] = ", ".join(map(str, corrections))
     return evaluate_split(Path(model_dir), data, out, cfg, train_split, meta, long_doc=long_doc)
 
 
