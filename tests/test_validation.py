@@ -88,6 +88,45 @@ def test_best_checkpoint_becomes_the_model_and_the_report_shows_the_curves(tmp_p
     assert "Learning curves" in (run / "eval" / "report.html").read_text(encoding="utf-8")
 
 
+def test_a_later_checkpoint_within_the_tolerance_wins_a_near_tie():
+    from govtopic.schedule import chosen
+
+    assert not chosen(0.851, 0.857, greater_is_better=True)  # strict best: the earlier one stays the model
+    assert chosen(0.851, 0.857, greater_is_better=True, tolerance=0.01)
+    assert not chosen(0.840, 0.857, greater_is_better=True, tolerance=0.01)
+    assert chosen(0.31, 0.30, greater_is_better=False, tolerance=0.02)  # e.g. ece: lower is better
+    assert chosen(0.2, None, greater_is_better=True)  # the first evaluation
+
+
+def test_a_tolerance_outside_zero_to_one_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.best_tolerance: must be from 0 \(the best checkpoint\)"):
+        load_config(tiny_config(tmp_path), ["train.best_tolerance=-0.01"])
+
+
+@pytest.mark.slow
+def test_with_a_tolerance_the_latest_near_best_checkpoint_is_the_model_and_patience_waits_for_it(tmp_path):
+    # Every figure lies within 0.99 of the best: each evaluation is chosen in turn, so the run never stops early
+    # (patience 2 of 3 evaluations) and the last checkpoint is the model, the best value reported beside it.
+    cfg = load_config(
+        tiny_config(tmp_path),
+        ["train.max_steps=9", "train.eval_steps=3", "train.best_tolerance=0.99", "train.early_stopping_patience=2"],
+    )
+    model_dir = train(cfg)
+    run = tmp_path / "run"
+    info = _curves(run)
+    values = [v["l1_macro_f1"] for v in info["curves"]["validation"]]
+    assert not info["stopped_early"] and info["steps"] == 9
+    assert info["best_step"] == 9 and info["best_checkpoint"] == "checkpoint-9"
+    assert info["best_value"] == pytest.approx(values[-1]) and info["top_value"] == pytest.approx(max(values))
+    last = load_file(run / "checkpoints" / "checkpoint-9" / "model.safetensors")
+    final = load_file(model_dir / "model.safetensors")
+    for name, value in last.items():
+        np.testing.assert_array_equal(final[name], value)
+    report = (run / "eval" / "report.md").read_text(encoding="utf-8")
+    if values[-1] < max(values):
+        assert "within 0.99 (train.best_tolerance) of the best" in report
+
+
 @pytest.mark.slow
 def test_same_config_and_seed_give_the_same_figures_and_the_record_keeps_provenance(tmp_path):
     from govtopic import runs

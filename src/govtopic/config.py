@@ -186,7 +186,11 @@ class TrainConfig:
     eval_steps: int = 0
     # The validation figure that picks the best checkpoint (govtopic.schedule.METRICS lists the names).
     best_metric: str = "l1_macro_f1"
-    # Stop after this many evaluations without a better best_metric; null: train every step.
+    # The model is the latest checkpoint whose best_metric is within this much of the best value so far (0: the
+    # best checkpoint itself). On a small validation split the highest of several close figures is partly luck,
+    # and a later checkpoint within the tolerance has trained longer.
+    best_tolerance: float = 0.0
+    # Stop after this many evaluations without a checkpoint chosen by the rule above; null: train every step.
     early_stopping_patience: int | None = None
     # "balanced": each class's loss weighted by n / (classes x its documents), first-level-only rows by their
     # level's; multiplies the source weights.

@@ -371,12 +371,19 @@ def _training_blocks(training: dict | None) -> list[tuple]:
     blocks: list[tuple] = [("h", 2, "Training")]
     if training.get("best_checkpoint"):
         stop = " Training stopped early (train.early_stopping_patience)." if training.get("stopped_early") else ""
+        top = training.get("top_value")
+        if top is not None and top != training.get("best_value"):
+            which = (
+                f"the latest checkpoint within {training.get('best_tolerance'):g} (train.best_tolerance) of the best "
+                f"validation {training['best_metric']} ({_fmt(top)})"
+            )
+        else:
+            which = f"the checkpoint with the best validation {training['best_metric']}"
         blocks.append(
             (
                 "p",
-                f"The model is the checkpoint with the best validation {training['best_metric']} "
-                f"({_fmt(training.get('best_value'))} at step {training.get('best_step')} of "
-                f"{training.get('steps')}).{stop}",
+                f"The model is {which}: {_fmt(training.get('best_value'))} at step {training.get('best_step')} of "
+                f"{training.get('steps')}.{stop}",
             )
         )
     elif not validation:

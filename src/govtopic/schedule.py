@@ -1,7 +1,8 @@
 """When validation runs during training and what it selects on: the metric names a run can be selected by,
-how many evaluations a run makes, and the config checks for ``train.best_metric``, ``train.eval_steps`` and
-``train.early_stopping_patience``. Plain rules with no model code, so that config checking and training read
-them from one place (``govtopic.validation`` does the scoring).
+how many evaluations a run makes, which checkpoint becomes the model (``chosen``), and the config checks for
+``train.best_metric``, ``train.best_tolerance``, ``train.eval_steps`` and ``train.early_stopping_patience``.
+Plain rules with no model code, so that config checking and training read them from one place
+(``govtopic.validation`` does the scoring).
 
 Example:
     >>> problems = []; check_validation(cfg, problems)  # appends "train.best_metric: unknown ..." etc.
@@ -41,6 +42,11 @@ def check_validation(cfg, problems: list[str]) -> None:
         )
     if tr.eval_steps < 0:
         problems.append(f"train.eval_steps: must be 0 (once per epoch) or more, got {tr.eval_steps}")
+    if not 0 <= tr.best_tolerance < 1:
+        problems.append(
+            f"train.best_tolerance: must be from 0 (the best checkpoint) to below 1, got {tr.best_tolerance}; "
+            "it is a difference in train.best_metric, e.g. 0.01"
+        )
     patience = tr.early_stopping_patience
     if patience is None:
         return
@@ -81,3 +87,19 @@ def patience_problem(patience: int, planned: int) -> str:
         f"evaluates {planned} time(s); lower it below {planned}, evaluate more often (train.eval_steps), or set "
         "it to null"
     )
+
+
+def chosen(value: float, best: float | None, greater_is_better: bool, tolerance: float = 0.0) -> bool:
+    """Whether a checkpoint scoring ``value`` becomes the model, ``best`` being the best value before it: a
+    better value always, and with a ``tolerance`` (``train.best_tolerance``) one within it of the best, so the
+    later checkpoint wins a near tie.
+
+    Example:
+        >>> chosen(0.851, 0.857, True), chosen(0.851, 0.857, True, tolerance=0.01)
+        (False, True)
+    """
+    if best is None:
+        return True
+    if greater_is_better:
+        return value > best or (tolerance > 0 and value >= best - tolerance)
+    return value < best or (tolerance > 0 and value <= best + tolerance)

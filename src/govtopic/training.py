@@ -184,10 +184,10 @@ def train(cfg: Config) -> Path:
     Example:
         >>> model_dir = train(load_config("configs/quickstart.yaml"))
     """
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, set_seed
+    from transformers import DataCollatorWithPadding, set_seed
 
     from govtopic.tracking import Tracker, make_callback
-    from govtopic.validation import make_trainer_class
+    from govtopic.validation import make_patience_callback, make_trainer_class
 
     started = time.time()
     set_seed(cfg.train.seed)
@@ -212,7 +212,7 @@ def train(cfg: Config) -> Path:
         args = training_arguments(cfg, checkpoint_dir, eval_every)
     callbacks = []
     if eval_every and cfg.train.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+        callbacks.append(make_patience_callback(cfg.train.early_stopping_patience, cfg.train.best_tolerance))
     provenance = _provenance(cfg)
     tracker = Tracker(cfg.train.report_to if args.process_index == 0 else [], run_dir, run_dir.name)
     if tracker.names:
@@ -234,6 +234,7 @@ def train(cfg: Config) -> Path:
         callbacks=callbacks,
         scorer=scorer,
         sample_weights=sample_weights,
+        best_tolerance=cfg.train.best_tolerance,
     )
     _run(trainer, cfg, checkpoint_dir)
     if not trainer.is_world_process_zero():
@@ -307,9 +308,16 @@ def _write_curves(trainer, cfg: Config, run_dir: Path) -> dict:
     out = run_dir / "training"
     out.mkdir(parents=True, exist_ok=True)
     best = state.best_model_checkpoint
+    # With train.best_tolerance the model may be a later checkpoint than the best value's: report its own.
+    model_value = next(
+        (e.get(cfg.train.best_metric) for e in curves["validation"] if e.get("step") == state.best_global_step),
+        state.best_metric,
+    )
     info = {
         "best_metric": cfg.train.best_metric if curves["validation"] else None,
-        "best_value": state.best_metric if curves["validation"] else None,
+        "best_value": model_value if curves["validation"] else None,
+        "top_value": state.best_metric if curves["validation"] else None,
+        "best_tolerance": cfg.train.best_tolerance,
         "best_checkpoint": Path(best).name if best else None,
         "best_step": state.best_global_step if curves["validation"] else None,
         "steps": state.global_step,
@@ -321,12 +329,16 @@ def _write_curves(trainer, cfg: Config, run_dir: Path) -> dict:
     if curves["loss"] or curves["validation"]:
         info["plot"] = str(plot_learning_curves(curves, cfg.train.best_metric, out / "learning_curves.png"))
     if info["best_checkpoint"]:
+        near = info["top_value"] != info["best_value"]
         logger.info(
-            "best %s %.4f at step %s: the model is %s%s",
+            "%s %.4f at step %s: the model is %s%s%s",
             cfg.train.best_metric,
             info["best_value"],
             info["best_step"],
             info["best_checkpoint"],
+            f" (within train.best_tolerance {cfg.train.best_tolerance:g} of the best, {info['top_value']:.4f})"
+            if near
+            else " (the best)",
             f" (stopped early at step {state.global_step} of {state.max_steps})" if info["stopped_early"] else "",
         )
     return info

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import torch
 
-from govtopic.schedule import METRICS
+from govtopic.schedule import METRICS, chosen
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +100,25 @@ def make_trainer_class():
     from transformers import Trainer
 
     class GovtopicTrainer(Trainer):
-        def __init__(self, *args, scorer: ValidationScorer | None = None, sample_weights=None, **kwargs):
+        def __init__(
+            self, *args, scorer: ValidationScorer | None = None, sample_weights=None, best_tolerance=0.0, **kwargs
+        ):
             super().__init__(*args, **kwargs)
             self.scorer = scorer
             self.sample_weights = sample_weights
+            self.best_tolerance = best_tolerance
+
+        def _determine_best_metric(self, metrics, trial) -> bool:
+            # state.best_metric stays the best value; state.best_global_step (the checkpoint loaded at the end)
+            # moves to a later checkpoint within train.best_tolerance of it (govtopic.schedule.chosen).
+            best_before = self.state.best_metric
+            if super()._determine_best_metric(metrics, trial):
+                return True
+            value = metrics[self.args.metric_for_best_model]
+            if self.best_tolerance and chosen(value, best_before, self.args.greater_is_better, self.best_tolerance):
+                self.state.best_global_step = self.state.global_step
+                return True
+            return False
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
             if self.scorer is None:
@@ -129,6 +144,22 @@ def make_trainer_class():
             return torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
 
     return GovtopicTrainer
+
+
+def make_patience_callback(patience: int, tolerance: float = 0.0):
+    """Early stopping (``train.early_stopping_patience``) that waits for a checkpoint ``chosen`` with
+    ``train.best_tolerance``: a checkpoint within the tolerance of the best restarts the count, as it becomes
+    the model. With tolerance 0 it is transformers' ``EarlyStoppingCallback``."""
+    from transformers import EarlyStoppingCallback
+
+    class Patience(EarlyStoppingCallback):
+        def check_metric_value(self, args, state, control, metric_value):
+            if chosen(metric_value, state.best_metric, args.greater_is_better, tolerance):
+                self.early_stopping_patience_counter = 0
+            else:
+                self.early_stopping_patience_counter += 1
+
+    return Patience(early_stopping_patience=patience)
 
 
 def learning_curves(log_history: list[dict]) -> dict[str, list[dict]]:
