@@ -163,3 +163,43 @@ def test_head_normalises_only_what_it_reads(tiny_model_dir):
         fast = encode(clf.tokenizer, [clf.normalize_for(text, cfg)], cfg)
         whole = encode(clf.tokenizer, [normalize(text, clf.normalize_config)], cfg)
         assert fast.input_ids == whole.input_ids and fast.capped == whole.capped
+
+
+def test_the_ngram_channel_reads_each_document_once_and_gives_what_its_vectorizers_give():
+    """Prediction takes the channel's features and known share from one pass over the n-grams; they must be
+    scikit-learn's TF-IDF and the share counted n-gram by n-gram, on Chinese, Latin, numbers, runs of spaces
+    and title-only documents."""
+    import re
+    from collections import Counter
+
+    from scipy.sparse import hstack
+
+    from conftest import synthetic_rows
+    from govtopic.ngram import BLOCKS, MAX_CHARS, NgramChannel
+
+    rows = synthetic_rows(90)
+    channel = NgramChannel().fit([r["text"] for r in rows], [r["label"] for r in rows], [r["id"] for r in rows])
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as fh:
+        texts = [json.loads(line)["text"] for _, line in zip(range(40), fh)]
+    texts += ["", "English Only  Text", "1234 5678\n\n\n 9999", "医院  医疗\t\t卫生 ABC", "İstanbul 医院 法院", "法"]
+    titles = [f"s{i}" if i % 3 else "" for i in range(len(texts))]
+
+    features, share = channel._read(texts, titles)
+    blocks = {"title": titles, "body": [t[:MAX_CHARS] for t in texts]}
+    expected = hstack([channel.vectorizers[b].transform(blocks[b]) for b in BLOCKS]).toarray()
+    np.testing.assert_allclose(features.toarray(), expected, rtol=1e-6, atol=1e-7)
+
+    han = re.compile(r"[\u3400-\u9fff]")
+    for i, (title, body) in enumerate(zip(blocks["title"], blocks["body"])):
+        block, text = ("body", body) if body.strip() else ("title", title)
+        if not text.strip():
+            assert share[i] == 1.0  # nothing to judge
+            continue
+        vectorizer = channel.vectorizers[block]
+        grams = Counter(g for g in vectorizer.build_analyzer()(text) if len(g) >= 2 and han.search(g))
+        known = sum(n for g, n in grams.items() if g in vectorizer.vocabulary_)
+        assert share[i] == pytest.approx(known / sum(grams.values()) if grams else 0.0), text[:40]
+    assert share[len(texts) - 5] == 0.0  # English alone is unlike training
+    first, full, known = channel.read(texts, titles, LABELS)
+    np.testing.assert_array_equal(known, share)
+    np.testing.assert_allclose(first, channel.full_scores(texts, titles, LABELS), rtol=1e-6)

@@ -65,6 +65,24 @@ def _block_texts(texts: list[str], titles: list[str] | None) -> dict[str, list[s
     return {"title": list(titles or [""] * len(texts)), "body": [t[:MAX_CHARS] for t in texts]}
 
 
+# Runs of whitespace, which the character analyser reads as one space (as scikit-learn's does).
+_SPACES = re.compile(r"\s\s+")
+
+
+def _han_gram_count(vectorizer, text: str) -> int:
+    """How many of the character 2- and 3-grams the vectorizer's analyser makes of ``text`` hold a Chinese
+    character, counted on the code points rather than by listing the n-grams."""
+    text = _SPACES.sub(" ", vectorizer.build_preprocessor()(text))
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    han = (points >= 0x3400) & (points <= 0x9FFF)
+    total = 0
+    if len(han) >= 2:
+        total += int(np.count_nonzero(han[:-1] | han[1:]))
+    if len(han) >= 3:
+        total += int(np.count_nonzero(han[:-2] | han[1:-1] | han[2:]))
+    return total
+
+
 class NgramChannel:
     """Character 1–3-gram TF-IDF + linear SVM scores per first-level class and, fitted with ``classes``, per
     class of the model (full labels).
@@ -95,6 +113,9 @@ class NgramChannel:
         self.full_classes: list[str] = []
         self.coef_full: np.ndarray | None = None
         self.bias_full: np.ndarray | None = None
+        # Per block, the vocabulary columns known_share counts, and the transposed coefficients (built on use).
+        self._han_columns: dict[str, np.ndarray] = {}
+        self._transposed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _vectorizer(self, block: str, vocabulary: dict[str, int] | None = None):
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -113,18 +134,71 @@ class NgramChannel:
     def _features(self, texts: list[str], titles: list[str] | None, fit: bool = False):
         from scipy.sparse import csr_matrix, hstack
 
+        if not fit:
+            return self._read(texts, titles)[0]
         blocks = _block_texts(texts, titles)
         parts = []
         for block in BLOCKS:
-            if fit:
-                try:
-                    self.vectorizers[block] = self._vectorizer(block)
-                    parts.append(self.vectorizers[block].fit_transform(blocks[block]))
-                except ValueError:  # no titles (or no bodies) at all: an empty block
-                    self.vectorizers[block] = None
-            elif self.vectorizers.get(block) is not None:
-                parts.append(self.vectorizers[block].transform(blocks[block]))
+            try:
+                self.vectorizers[block] = self._vectorizer(block)
+                parts.append(self.vectorizers[block].fit_transform(blocks[block]))
+            except ValueError:  # no titles (or no bodies) at all: an empty block
+                self.vectorizers[block] = None
+        self._han_columns = {}
         return hstack(parts).tocsr() if parts else csr_matrix((len(texts), 0), dtype=np.float32)
+
+    def _read(self, texts: list[str], titles: list[str] | None):
+        """One pass over the documents' n-grams: (TF-IDF features, the share of known n-grams per document).
+
+        Each block's raw counts are taken once; the TF-IDF features (sublinear term frequency times IDF, rows
+        of unit length, as the block's ``TfidfVectorizer.transform`` gives) and the known share are both
+        computed from them, so a document is analysed once per block, not twice.
+        """
+        from scipy.sparse import csr_matrix, hstack
+        from sklearn.feature_extraction.text import CountVectorizer
+        from sklearn.preprocessing import normalize
+
+        blocks = _block_texts(texts, titles)
+        parts, known = [], {}
+        for block in BLOCKS:
+            vectorizer = self.vectorizers.get(block)
+            if vectorizer is None:
+                continue
+            counts = CountVectorizer.transform(vectorizer, blocks[block])  # raw counts, the block's vocabulary
+            known[block] = np.asarray(counts[:, self._han_grams(block)].sum(axis=1)).ravel()
+            x = counts.astype(np.float32)
+            np.log(x.data, out=x.data)
+            x.data += 1.0
+            x.data *= np.asarray(vectorizer.idf_, dtype=np.float32)[x.indices]
+            parts.append(normalize(x, norm="l2", copy=False))
+        features = hstack(parts).tocsr() if parts else csr_matrix((len(texts), 0), dtype=np.float32)
+        share = np.ones(len(texts), dtype=np.float32)
+        for i, (title, body) in enumerate(zip(blocks["title"], blocks["body"])):
+            block, text = ("body", body) if body.strip() else ("title", title)
+            if block not in known or not text.strip():
+                continue
+            total = _han_gram_count(self.vectorizers[block], text)
+            share[i] = known[block][i] / total if total else 0.0
+        return features, share
+
+    def _decide(self, x, coef: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """Decision values ``x @ coef.T + bias``. The transposed coefficients are made contiguous once per
+        block and kept: scipy copies a transposed view on every product (most of the channel's time)."""
+        key = id(coef)
+        cached = self._transposed.get(key)
+        if cached is None or cached[0] is not coef:
+            cached = self._transposed[key] = (coef, np.ascontiguousarray(coef.T))
+        return np.asarray(x @ cached[1] + bias, dtype=np.float32)
+
+    def _han_grams(self, block: str) -> np.ndarray:
+        """Columns of the block's vocabulary that ``known_share`` counts: 2–3-grams with a Chinese character."""
+        if block not in self._han_columns:
+            vocabulary = self.vectorizers[block].vocabulary_
+            columns = np.zeros(len(vocabulary), dtype=bool)
+            for gram, column in vocabulary.items():
+                columns[column] = len(gram) >= 2 and _HAN.search(gram) is not None
+            self._han_columns[block] = columns
+        return self._han_columns[block]
 
     def fit(
         self,
@@ -189,29 +263,13 @@ class NgramChannel:
     def scores(self, texts: list[str], titles: list[str] | None = None) -> np.ndarray:
         """Decision values (documents × first-level classes, in ``self.classes`` order)."""
         x = self._features(texts, titles)
-        return np.asarray(x @ self.coef.T + self.bias, dtype=np.float32)
+        return self._decide(x, self.coef, self.bias)
 
     def known_share(self, texts: list[str], titles: list[str] | None = None) -> np.ndarray:
-        """Per document, the share of its character 2–3-grams (body, or title when the body is empty) that are
-        in the channel's vocabulary: how much the document resembles what the model was trained on."""
-        blocks = _block_texts(texts, titles)
-        # Built once per call: an analyzer and the vocabulary of each block the channel has.
-        readers = {
-            block: (v.build_analyzer(), v.vocabulary_)
-            for block in BLOCKS
-            if (v := self.vectorizers.get(block)) is not None
-        }
-        out = np.ones(len(texts), dtype=np.float32)
-        for i, (title, body) in enumerate(zip(blocks["title"], blocks["body"])):
-            block, text = ("body", body) if body.strip() else ("title", title)
-            if block not in readers or not text.strip():
-                continue
-            analyze, vocabulary = readers[block]
-            # n-grams with a Chinese character: a table of numbers or an English text has none, and is unlike
-            # every training document (share 0).
-            grams = [g for g in analyze(text) if len(g) >= 2 and _HAN.search(g)]
-            out[i] = sum(g in vocabulary for g in grams) / len(grams) if grams else 0.0
-        return out
+        """Per document, the share of its character 2–3-grams with a Chinese character (body, or title when the
+        body is empty) that are in the channel's vocabulary: how much the document resembles what the model was
+        trained on. A table of numbers or an English text has no such n-gram and gets 0."""
+        return self._read(texts, titles)[1]
 
     def full_scores(self, texts: list[str], titles: list[str] | None, labels: list[str]) -> np.ndarray:
         """Scores per full label: each label gets its first level's score (0 for a level it never saw)."""
@@ -220,12 +278,19 @@ class NgramChannel:
     def parts(self, texts: list[str], titles: list[str] | None, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The two blocks' scores per label, unweighted: (first-level scores spread to each label, full-label
         scores; zeros without a full-label block). Weights are chosen on them (``choose_weights``)."""
-        x = self._features(texts, titles)
-        first = self._spread(np.asarray(x @ self.coef.T + self.bias, dtype=np.float32), labels)
+        return self.read(texts, titles, labels)[:2]
+
+    def read(
+        self, texts: list[str], titles: list[str] | None, labels: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``parts`` and ``known_share`` from one pass over the documents' n-grams: (first-level scores per
+        label, full-label scores per label, known share per document). Prediction reads all three."""
+        x, share = self._read(texts, titles)
+        first = self._spread(self._decide(x, self.coef, self.bias), labels)
         if not self.has_full:
-            return first, np.zeros_like(first)
-        own = np.asarray(x @ self.coef_full.T + self.bias_full, dtype=np.float32)
-        return first, self._spread(own, labels, self.full_classes, key=str)
+            return first, np.zeros_like(first), share
+        own = self._decide(x, self.coef_full, self.bias_full)
+        return first, self._spread(own, labels, self.full_classes, key=str), share
 
     def _spread(self, own: np.ndarray, labels: list[str], classes: list[str] | None = None, key=l1) -> np.ndarray:
         """Scores per class of a block (``own``, columns ``classes``: the first-level block's by default) as

@@ -246,9 +246,9 @@ class TopicClassifier:
         if ngram and self.ngram is not None and max(self.record.ngram_weight, self.record.ngram_full_weight) > 0:
             read = read_titles(titles, long_doc, texts)
             record = self.record
-            first, full = self.ngram.parts(texts, read, self.labels)
+            first, full, share = self.ngram.read(texts, read, self.labels)
             pooled = mix(pooled, first, full, record.ngram_weight, record.ngram_full_weight, self.labels)
-            for item, known in zip(info, self.ngram.known_share(texts, read)):
+            for item, known in zip(info, share):
                 item["known_ngrams"] = round(float(known), 4)
         return pooled, info
 
@@ -468,7 +468,12 @@ _CACHE_LOCK = threading.Lock()
 def get_classifier(
     model: str | os.PathLike | None = None, device: str | None = None, allow_pickle: bool = False
 ) -> TopicClassifier:
-    """The cached classifier for ``model`` (default: $GOVTOPIC_MODEL), loaded on first use."""
+    """The cached classifier for ``model`` (default: $GOVTOPIC_MODEL), loaded on first use; a
+    ``TopicClassifier`` is used as it is."""
+    if isinstance(model, TopicClassifier):
+        return model
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a model folder, a Hub id or a TopicClassifier, got {type(model).__name__}")
     model = model or os.environ.get(ENV_MODEL)
     if not model:
         raise ValueError(
@@ -485,7 +490,7 @@ def get_classifier(
 
 def predict(
     texts: str | dict | Sequence[str | dict],
-    model: str | os.PathLike | None = None,
+    model: str | os.PathLike | TopicClassifier | None = None,
     batch_size: int = 32,
     top_k: int = 1,
     long_doc: str | None = None,
@@ -498,7 +503,8 @@ def predict(
 
     Args:
         texts: a str (the body), a ``{"title": ..., "text": ...}`` dict, or a list of either.
-        model: model folder or Hub id (default: the GOVTOPIC_MODEL environment variable).
+        model: model folder or Hub id (default: the GOVTOPIC_MODEL environment variable), or a loaded
+            ``TopicClassifier``.
         batch_size, top_k, long_doc, return_evidence, progress: see ``TopicClassifier.predict``.
         device: ``cpu``, ``cuda`` ... (default: CUDA when available).
         allow_pickle: accept pickle weights (they can run code when loaded); off by default.
