@@ -15,6 +15,8 @@ the same batch size, each in its own process (so its peak memory is its own) wit
   (govtopic/forward.py), to show what it buys; their scores must agree;
 - optionally (``--baseline``) head and chunks with another govtopic source tree, e.g. an older commit;
 - optionally (``--int8``) dynamic int8 quantisation, which changes some labels;
+- optionally (``--big-doc-mb 50``) one document of that size through ``head`` and ``chunks``: seconds and
+  how much each raised the process's peak memory;
 - optionally (``--caps 64,16,8,4``) a second table: ``chunks`` at each window cap, scored as ``govtopic evaluate``
   scores (titles read by the model's rule, the n-gram channel added, first-level accuracy and macro-F1) on the
   regulations test split and on gold_dev, with documents/s (normalisation excluded) and windows per document.
@@ -33,6 +35,7 @@ import gzip
 import json
 import multiprocessing as mp
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -163,6 +166,34 @@ def _run_caps(model, caps, batch_size, threads, queue):
     queue.put(rows)
 
 
+def _run_big(model, docs, megabytes, strategy, threads, queue):
+    """One document of ``megabytes`` MB of UTF-8 (the documents repeated): seconds, windows and how much
+    ``predict`` raised the process's peak memory above what loading the model and one short document took."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from govtopic import TopicClassifier
+
+    base = "\n".join(docs)
+    size = int(megabytes * 1e6)
+    text = (base * (size // len(base.encode("utf-8")) + 1)).encode("utf-8")[:size].decode("utf-8", "ignore")
+    clf = TopicClassifier(model, device="cpu")
+    clf.predict(docs[:8], long_doc=strategy)
+    before = _peak_mb()
+    start = time.perf_counter()
+    out = clf.predict(text, long_doc=strategy)
+    queue.put(
+        {
+            "seconds": time.perf_counter() - start,
+            "chars": len(text),
+            "windows": out["windows"],
+            "truncated": out["truncated"],
+            "text_mb": sys.getsizeof(text) / 2**20,
+            "added_mb": _peak_mb() - before,
+        }
+    )
+
+
 def measure(target, *args) -> dict:
     """Run ``target`` in a fresh process (its own peak memory) and return what it reports."""
     ctx = mp.get_context("spawn")
@@ -223,6 +254,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--baseline", help="a govtopic source folder to compare with (its src/), e.g. from `git archive OLD src`"
+    )
+    parser.add_argument(
+        "--big-doc-mb",
+        type=float,
+        help="also predict one document of this many MB (the documents repeated) with head and chunks, and print "
+        "how much each raised the peak memory",
     )
     args = parser.parse_args()
     from transformers import AutoConfig
@@ -309,6 +346,18 @@ def main() -> None:
         )
         for name, c, rate, windows, capped, acc, f1 in table:
             print(f"{name:<26} {c:>4} {rate:>7.1f} {windows:>8.2f} {capped:>7.0%} {acc:>7.3f} {f1:>6.3f}")
+    if args.big_doc_mb:
+        print(
+            f"\n{'one document of ' + format(args.big_doc_mb, 'g') + ' MB':<26} {'seconds':>8} {'windows':>8} "
+            f"{'text MB':>8} {'peak MB added':>14}"
+        )
+        for strategy in ("head", "chunks"):
+            r = measure(_run_big, args.model, docs, args.big_doc_mb, strategy, args.threads)
+            print(
+                f"{strategy + ' (' + format(r['chars'], ',') + ' characters)':<26} {r['seconds']:>8.1f} "
+                f"{r['windows']:>8} {r['text_mb']:>8.0f} {r['added_mb']:>14.0f}"
+            )
+        print("(text MB: the document as a Python string; peak MB added: above loading the model and 8 documents)")
     print(
         "(capped: share of documents with more windows than the cap, whose windows were spread over them and which "
         "report truncated: true; acc: accuracy against the gold labels, full label / first level, and first-level "
