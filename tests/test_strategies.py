@@ -68,3 +68,33 @@ def test_head_normalises_only_the_end_it_reads():
     read = get_strategy("head").normalize(text, NormalizeConfig(), cfg)
     assert 64 <= len(read) < len(text) // 10
     assert get_strategy("chunks").normalize(text, NormalizeConfig(), cfg) == text
+
+
+def test_chunks_reads_a_huge_document_from_pieces_spread_over_it_at_a_cost_set_by_the_cap(tiny_model_dir):
+    """A 3-million-character document: chunks reads pieces from its start to its end (not the first pages
+    only), normalises far less than the document, and the result says the document was not read whole."""
+    import re
+    import tracemalloc
+
+    from govtopic import predict
+    from govtopic.normalize import NormalizeConfig
+
+    huge = "".join(f"第{i}条 为了加强第{i}项城市规划管理，制定本办法。\n" for i in range(100_000))
+    assert len(huge) > 3_000_000
+    cfg = LongDocConfig(strategy="chunks", max_length=64, max_windows=8)
+    tracemalloc.start()
+    read = get_strategy("chunks").normalize(huge, NormalizeConfig(), cfg)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    articles = [int(n) for n in re.findall(r"^第(\d+)条", read, flags=re.M)]
+    assert articles[0] == 0 and articles[-1] == 99_999  # the first and the last lines
+    assert max(b - a for a, b in zip(articles, articles[1:])) < 100_000 / 16  # and pieces all the way between
+    assert len(read) < len(huge) // 50 and peak < len(huge)  # bytes: far below the document's own size
+    result = predict(huge, model=str(tiny_model_dir))
+    assert result["truncated"] is True and result["windows"] <= 8
+
+    # Below the threshold nothing changes: the whole document is normalised.
+    text = huge[:200_000]
+    assert get_strategy("chunks").normalize(text, NormalizeConfig(), cfg) == get_strategy("chunks").normalize(
+        text, NormalizeConfig(), LongDocConfig(strategy="chunks")
+    )

@@ -44,6 +44,18 @@ _NORMALIZE_MARGIN = 6
 
 Span = tuple[int, int]
 
+# chunks reads a document longer than this many characters (about 3 MB of Chinese text) from evenly spaced
+# pieces instead of normalising and tokenising all of it: its windows are spread over the whole document anyway
+# (long_doc.max_windows), so the pieces give the same kind of reading at a cost, in time and memory, set by the
+# window cap rather than by the document (a 50 MB document: 25 s and +221 MB before, python
+# scripts/benchmark_predict.py --big-doc-mb 50).
+_SAMPLE_ABOVE = 1_000_000
+# Pieces per window of the cap, and each piece's length in characters per window token.
+_PIECES_PER_WINDOW = 4
+_PIECE_CHARS_PER_TOKEN = 6
+# How far a piece's edges move to reach a line break (header and footer rules read whole lines).
+_LINE_REACH = 400
+
 
 class Strategy:
     """What a strategy reads of a document. Subclasses set ``ends`` and implement ``tokens`` and ``cut``."""
@@ -182,7 +194,13 @@ class HeadTail(Strategy):
 @register("chunks")
 class Chunks(Strategy):
     """Overlapping windows over the whole text (``stride`` tokens shared), at most ``max_windows`` of them
-    spread evenly from the first to the last; truncated when the cap left windows out."""
+    spread evenly from the first to the last; truncated when the cap left windows out. A document above
+    ``_SAMPLE_ABOVE`` characters is read from evenly spaced pieces, its first and last among them (``sample``)."""
+
+    def normalize(self, text: str, config: NormalizeConfig, cfg: LongDocSettings) -> str:
+        if len(text) <= _SAMPLE_ABOVE:
+            return normalize(text, config)
+        return sample(text, config, cfg)
 
     def tokens(self, tokenizer, texts, cfg, size, cap):
         return _chunk_tokens(tokenizer, texts, size, cfg.stride, cap)
@@ -193,6 +211,34 @@ class Chunks(Strategy):
         pieces = [(tok.local(s), tok.local(min(s + size, n))) for s in starts]
         spans = [[_span(tok, a, b)] for a, b in pieces]
         return [tok.ids[a:b] for a, b in pieces], spans, capped
+
+
+def sample(text: str, config: NormalizeConfig, cfg: LongDocSettings) -> str:
+    """The normalised text ``chunks`` reads of a very long document: ``_PIECES_PER_WINDOW`` pieces per window
+    of the cap, evenly spaced from the document's start to its end, each cut at line breaks and normalised on
+    its own, joined by line breaks. Their windows outnumber the cap, so the document reports ``truncated``.
+
+    Example:
+        >>> text = "".join(f"第{i}条 为了加强第{i}项管理，制定本办法。\n" for i in range(100_000))  # 2.9M characters
+        >>> len(sample(text, NormalizeConfig(), LongDocConfig(max_length=128)))
+        25057
+    """
+    count = _PIECES_PER_WINDOW * cfg.max_windows
+    width = _PIECE_CHARS_PER_TOKEN * cfg.max_length
+    pieces, end = [], 0
+    for start in np.linspace(0, len(text) - width, count).astype(int).tolist():
+        start = max(start, end)
+        cut = text.rfind("\n", max(end, start - _LINE_REACH), start)
+        start = cut + 1 if cut >= 0 else start
+        stop = text.find("\n", start + width, start + width + _LINE_REACH)
+        end = stop if stop >= 0 else min(start + width, len(text))
+        piece = normalize(text[start:end], config)
+        if piece:
+            pieces.append(piece)
+    read = "\n".join(pieces)
+    if len(read) < width:  # the pieces were mostly what normalisation removes: read the document whole
+        return normalize(text, config)
+    return read
 
 
 def encode(
