@@ -107,6 +107,13 @@ def make_trainer_class():
             self.scorer = scorer
             self.sample_weights = sample_weights
             self.best_tolerance = best_tolerance
+            if best_tolerance and not callable(getattr(Trainer, "_determine_best_metric", None)):
+                # The hook below is where this transformers release picks the best checkpoint; without it the
+                # tolerance would be ignored in silence.
+                raise RuntimeError(
+                    "train.best_tolerance needs the transformers 5.x Trainer this govtopic release was built on; "
+                    "set train.best_tolerance=0 or install a transformers version that pyproject.toml allows"
+                )
 
         def _determine_best_metric(self, metrics, trial) -> bool:
             # state.best_metric stays the best value; state.best_global_step (the checkpoint loaded at the end)
