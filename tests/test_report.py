@@ -225,7 +225,7 @@ def test_report_shows_the_learning_curves(tmp_path):
         training=training,
     )
     md = paths["report_md"].read_text(encoding="utf-8")
-    assert "best validation l1_macro_f1 (0.700 at step 6 of 6)" in md
+    assert "the checkpoint with the best validation l1_macro_f1: 0.700 at step 6 of 6" in md
     assert "| 3 | 0.50 | 1.600 | 0.500 | 0.400 |" in md  # the loss logged last at or before step 3
     html_text = paths["report_html"].read_text(encoding="utf-8")
     assert "<h2>Training</h2>" in html_text and html_text.count("data:image/png;base64,") == 1
