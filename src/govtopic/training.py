@@ -184,10 +184,10 @@ def train(cfg: Config) -> Path:
     Example:
         >>> model_dir = train(load_config("configs/quickstart.yaml"))
     """
-    from transformers import DataCollatorWithPadding, set_seed
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, set_seed
 
     from govtopic.tracking import Tracker, make_callback
-    from govtopic.validation import make_patience_callback, make_trainer_class
+    from govtopic.validation import make_trainer_class
 
     started = time.time()
     set_seed(cfg.train.seed)
@@ -212,7 +212,9 @@ def train(cfg: Config) -> Path:
         args = training_arguments(cfg, checkpoint_dir, eval_every)
     callbacks = []
     if eval_every and cfg.train.early_stopping_patience:
-        callbacks.append(make_patience_callback(cfg.train.early_stopping_patience, cfg.train.best_tolerance))
+        # Patience counts evaluations without a new best value; which checkpoint becomes the model is
+        # train.best_tolerance's rule (GovtopicTrainer), so a plateau still stops the run.
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     provenance = _provenance(cfg)
     tracker = Tracker(cfg.train.report_to if args.process_index == 0 else [], run_dir, run_dir.name)
     if tracker.names:

@@ -153,22 +153,6 @@ def make_trainer_class():
     return GovtopicTrainer
 
 
-def make_patience_callback(patience: int, tolerance: float = 0.0):
-    """Early stopping (``train.early_stopping_patience``) that waits for a checkpoint ``chosen`` with
-    ``train.best_tolerance``: a checkpoint within the tolerance of the best restarts the count, as it becomes
-    the model. With tolerance 0 it is transformers' ``EarlyStoppingCallback``."""
-    from transformers import EarlyStoppingCallback
-
-    class Patience(EarlyStoppingCallback):
-        def check_metric_value(self, args, state, control, metric_value):
-            if chosen(metric_value, state.best_metric, args.greater_is_better, tolerance):
-                self.early_stopping_patience_counter = 0
-            else:
-                self.early_stopping_patience_counter += 1
-
-    return Patience(early_stopping_patience=patience)
-
-
 def learning_curves(log_history: list[dict]) -> dict[str, list[dict]]:
     """The Trainer's log as two series: training loss by step and the validation figures by evaluation.
 
