@@ -204,3 +204,40 @@ def test_the_ngram_channel_reads_each_document_once_and_gives_what_its_vectorize
     first, full, known = channel.read(texts, titles, LABELS)
     np.testing.assert_array_equal(known, share)
     np.testing.assert_allclose(first, channel.full_scores(texts, titles, LABELS), rtol=1e-6)
+
+
+def test_documents_read_in_steps_get_what_each_gets_alone(tiny_model_dir, tmp_path):
+    """Many documents go through document_logits in steps, the next tokenised in a worker thread while the model
+    reads one: every document, titles and n-gram channel included, gets the result it gets on its own."""
+    from conftest import with_ngram_channel
+
+    clf = TopicClassifier(with_ngram_channel(tiny_model_dir, tmp_path / "ngram", 1.0))
+    docs = [{**d, "text": f"第{i}号。" + d.get("text", "")} for i, d in enumerate(DOCS * 6)]  # four steps of 64
+    together = clf.predict(docs, batch_size=16, top_k=3)
+    alone = [clf.predict(d, batch_size=16, top_k=3) for d in docs]
+    assert len(docs) > 3 * 64
+    assert [r["label"] for r in together] == [r["label"] for r in alone]
+    assert [r["known_ngrams"] for r in together] == [r["known_ngrams"] for r in alone]
+    assert [r["windows"] for r in together] == [r["windows"] for r in alone]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(together, alone)) < 1e-4
+
+
+def test_an_error_while_reading_ahead_reaches_the_caller(tiny_model_dir, tmp_path, monkeypatch):
+    """A failure in the worker thread (here the n-gram channel on the third step) is raised by predict(), with
+    its own message, rather than lost or left waiting."""
+    from conftest import with_ngram_channel
+
+    clf = TopicClassifier(with_ngram_channel(tiny_model_dir, tmp_path / "ngram", 1.0))
+    calls = []
+    original = clf.ngram.read
+
+    def failing_read(texts, titles, labels):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise ValueError("n-gram channel broke on step 3")
+        return original(texts, titles, labels)
+
+    monkeypatch.setattr(clf.ngram, "read", failing_read)
+    with pytest.raises(ValueError, match="broke on step 3"):
+        clf.predict([d.get("text", "") + "通知" for d in DOCS * 8], batch_size=16)
+    assert len(calls) == 3  # nothing read beyond the failing step
