@@ -18,8 +18,7 @@ import logging
 import os
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,6 @@ logger = logging.getLogger(__name__)
 ENV_MODEL = "GOVTOPIC_MODEL"
 # Documents encoded together: bounds memory on huge inputs while giving the length sort room to work.
 _GROUP_DOCS = 512
-# Documents per step of document_logits (at least two batches): the next step is tokenised while one is read.
-_STEP_DOCS = 64
 # Show a progress bar from this many documents on (short calls stay quiet).
 _PROGRESS_FROM = 2000
 
@@ -225,60 +222,15 @@ class TopicClassifier:
 
         Titles (normalised, one per text, '' for none) are read by the model's title rule (govtopic.titles).
         With ``ngram`` (default) the n-gram channel's scores are added with the folder's weight.
-
-        The documents go through in steps: while the model reads one step's windows, a worker thread tokenises
-        the next and scores it with the n-gram channel (the forward pass releases the interpreter), one step
-        ahead at most; results come back in the documents' order and an error in either stage is raised here.
-
-        Example:
-            >>> logits, info = clf.document_logits(["各区人民政府……"], clf.long_doc, 32, titles=["关于规划管理的通知"])
-            >>> logits.shape, info[0]["windows"]
-            ((1, 121), 2)
         """
-        channel = ngram and self.ngram is not None and max(self.record.ngram_weight, self.record.ngram_full_weight) > 0
-        size = max(_STEP_DOCS, 2 * batch_size)
-        steps = [range(a, min(a + size, len(texts))) for a in range(0, len(texts), size)]
-
-        def read(step: range) -> tuple:
-            texts_s = texts[step.start : step.stop]
-            titles_s = titles[step.start : step.stop] if titles else None
-            with self._tokenizer_lock:
-                windows, is_title = encode_documents(self.tokenizer, texts_s, titles_s, long_doc)
-            scores = (
-                self.ngram.read(texts_s, read_titles(titles_s, long_doc, texts_s), self.labels) if channel else None
-            )
-            return len(step), windows, is_title, scores
-
-        pooled, info = [], []
-        for n_docs, windows, is_title, scores in _read_ahead(read, steps):
-            logits = self.window_logits(windows, batch_size)
-            pooled.append(self._pool(n_docs, windows, is_title, logits, long_doc, return_evidence, info))
-            if scores is not None:
-                first, full, share = scores
-                record = self.record
-                pooled[-1] = mix(pooled[-1], first, full, record.ngram_weight, record.ngram_full_weight, self.labels)
-                for item, known in zip(info[len(info) - len(share) :], share):
-                    item["known_ngrams"] = round(float(known), 4)
-        if not pooled:
-            return np.zeros((0, len(self.labels)), dtype=np.float32), []
-        return np.concatenate(pooled), info
-
-    def _pool(
-        self,
-        n_docs: int,
-        windows: Windows,
-        is_title: np.ndarray,
-        logits: np.ndarray,
-        long_doc: LongDocConfig,
-        evidence: bool,
-        info: list,
-    ) -> np.ndarray:
-        """The window logits of ``n_docs`` documents pooled per document (the title window with its weight);
-        each document's window information is appended to ``info``."""
+        with self._tokenizer_lock:
+            windows, is_title = encode_documents(self.tokenizer, texts, titles, long_doc)
+        logits = self.window_logits(windows, batch_size)
         # Windows come in document order: document d owns rows bounds[d]:bounds[d + 1].
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(windows.doc_index, minlength=n_docs))])
-        pooled = np.zeros((n_docs, len(self.labels)), dtype=np.float32)
-        for d in range(n_docs):
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(windows.doc_index, minlength=len(texts)))])
+        pooled = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        info = []
+        for d in range(len(texts)):
             rows = np.arange(bounds[d], bounds[d + 1])
             block = logits[rows]
             pooled[d] = pool(block, is_title[rows], long_doc)
@@ -288,10 +240,17 @@ class TopicClassifier:
                 "truncated": windows.capped[d],
                 "unknown_share": windows.unknown_share[d] if windows.unknown_share else 0.0,
             }
-            if evidence:
+            if return_evidence:
                 item["_rows"] = (rows, block, [windows.spans[r] for r in rows], is_title[rows])
             info.append(item)
-        return pooled
+        if ngram and self.ngram is not None and max(self.record.ngram_weight, self.record.ngram_full_weight) > 0:
+            read = read_titles(titles, long_doc, texts)
+            record = self.record
+            first, full, share = self.ngram.read(texts, read, self.labels)
+            pooled = mix(pooled, first, full, record.ngram_weight, record.ngram_full_weight, self.labels)
+            for item, known in zip(info, share):
+                item["known_ngrams"] = round(float(known), 4)
+        return pooled, info
 
     # ------------------------------------------------------------ public
     def predict(
@@ -486,25 +445,6 @@ def _empty_result(raw: str, reason: str | None = None) -> dict:
         "truncated": False,
         "reason": reason,
     }
-
-
-def _read_ahead(read: Callable[[Any], Any], steps: list) -> Iterator[Any]:
-    """``read(step)`` of each step in order, the next one computed in a worker thread while the caller works
-    on the current one (one step ahead at most, so memory stays at two steps). An error in ``read`` is
-    raised in the caller's thread when its step is reached."""
-    if len(steps) < 2:
-        yield from map(read, steps)
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="govtopic-read") as worker:
-        ahead = worker.submit(read, steps[0])
-        try:
-            for nxt in [*steps[1:], None]:
-                current = ahead.result()
-                ahead = worker.submit(read, nxt) if nxt is not None else None
-                yield current
-        finally:
-            if ahead is not None:
-                ahead.cancel()
 
 
 class _NoBar:
