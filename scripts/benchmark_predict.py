@@ -5,7 +5,8 @@
     git archive OLD_COMMIT src | tar -x -C /tmp/old && python scripts/benchmark_predict.py --baseline /tmp/old/src
 
 Every row reads the same raw bodies (the test split of ``--data``, default the bundled regulations sample) with
-the same batch size, each in its own process (so its peak memory is its own) with ``--threads`` torch threads:
+the same batch size, each in its own process (so its peak memory is its own) with ``--threads`` torch threads,
+timed over ``--repeat`` passes after a warm-up (the median is shown, and the range, as documents/s):
 
 - ``transformers.pipeline`` truncating at the model's window length, and govtopic's ``head`` (the same
   truncation, after govtopic's normalisation);
@@ -84,7 +85,17 @@ def _import_from(src: Path) -> None:
     assert Path(module.__file__).resolve() == init.resolve(), module.__file__
 
 
-def _run_govtopic(model, docs, batch_size, threads, strategy, variant, max_windows, queue):
+def _timed(call, repeat: int) -> tuple[list[float], object]:
+    """Seconds of each of ``repeat`` calls of ``call()`` and the last call's output."""
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = call()
+        seconds.append(time.perf_counter() - start)
+    return seconds, out
+
+
+def _run_govtopic(model, docs, batch_size, threads, repeat, strategy, variant, max_windows, queue):
     import dataclasses
 
     import torch
@@ -102,13 +113,14 @@ def _run_govtopic(model, docs, batch_size, threads, strategy, variant, max_windo
 
         forward._LEAN[clf.model] = None  # the model's own forward, as before govtopic.forward
     clf.predict(docs[:8], batch_size=batch_size, long_doc=strategy)  # warm-up
-    start = time.perf_counter()
-    out = clf.predict(docs, batch_size=batch_size, long_doc=strategy, top_k=len(clf.labels))
-    seconds = time.perf_counter() - start
+    seconds, out = _timed(
+        lambda: clf.predict(docs, batch_size=batch_size, long_doc=strategy, top_k=len(clf.labels)), repeat
+    )
     scores = [{a["label"]: a["score"] for a in r["top_k"]} if r["label"] else {} for r in out]
     queue.put(
         {
-            "seconds": seconds,
+            "seconds": float(np.median(seconds)),
+            "all_seconds": seconds,
             "labels": [r["label"] for r in out],
             "scores": scores,
             "windows": float(np.mean([r["windows"] for r in out])),
@@ -118,7 +130,7 @@ def _run_govtopic(model, docs, batch_size, threads, strategy, variant, max_windo
     )
 
 
-def _run_pipeline(model, docs, batch_size, threads, max_length, queue):
+def _run_pipeline(model, docs, batch_size, threads, repeat, max_length, queue):
     import torch
 
     torch.set_num_threads(threads)
@@ -126,11 +138,18 @@ def _run_pipeline(model, docs, batch_size, threads, max_length, queue):
 
     pipe = pipeline("text-classification", model=model, device="cpu")
     pipe(docs[:8], batch_size=batch_size, truncation=True, max_length=max_length)
-    start = time.perf_counter()
-    out = pipe(docs, batch_size=batch_size, truncation=True, max_length=max_length)
-    seconds = time.perf_counter() - start
+    seconds, out = _timed(lambda: pipe(docs, batch_size=batch_size, truncation=True, max_length=max_length), repeat)
     labels = [r["label"] for r in out]
-    queue.put({"seconds": seconds, "labels": labels, "windows": 1.0, "truncated": None, "peak_mb": _peak_mb()})
+    queue.put(
+        {
+            "seconds": float(np.median(seconds)),
+            "all_seconds": seconds,
+            "labels": labels,
+            "windows": 1.0,
+            "truncated": None,
+            "peak_mb": _peak_mb(),
+        }
+    )
 
 
 def _run_caps(model, caps, batch_size, threads, queue):
@@ -244,6 +263,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch threads in every row")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed passes over the documents per row; the median is shown"
+    )
     parser.add_argument("--peak-gflops", type=float, default=None, help="default: 78 per thread")
     parser.add_argument("--int8", action="store_true", help="add dynamic int8 quantisation (head)")
     parser.add_argument(
@@ -282,7 +304,7 @@ def main() -> None:
         f"{peak * 1e9 / flops:.0f} full windows/s"
     )
     cap = args.max_windows or LongDocConfig().max_windows
-    common = (args.model, docs, args.batch_size, args.threads)
+    common = (args.model, docs, args.batch_size, args.threads, args.repeat)
     chunks_all = f"govtopic chunks, cap {PREVIOUS_CAP} (before)"
     rows = {
         "transformers.pipeline (truncation)": measure(_run_pipeline, *common, max_length),
@@ -300,15 +322,16 @@ def main() -> None:
         rows["govtopic head, int8"] = measure(_run_govtopic, *common, "head", "int8", None)
     print(f"(govtopic chunks rows read at most {cap} windows per document unless named otherwise)")
     print(
-        f"\n{'':<38} {'docs/s':>8} {'windows':>8} {'capped':>7} {'bound':>8} {'share':>7} {'peak MB':>8} "
+        f"\n{'':<38} {'docs/s':>8} {'range':>13} {'windows':>8} {'capped':>7} {'bound':>8} {'share':>7} {'peak MB':>8} "
         f"{'acc full/l1/l1 F1':>19}"
     )
     for name, r in rows.items():
         bound = peak * 1e9 / (flops * r["windows"])
         rate = len(docs) / r["seconds"]
+        spread = f"{len(docs) / max(r['all_seconds']):.0f}-{len(docs) / min(r['all_seconds']):.0f}"
         capped = "" if r.get("truncated") is None else f"{r['truncated']:.0%}"
         print(
-            f"{name:<38} {rate:>8.1f} {r['windows']:>8.2f} {capped:>7} {bound:>8.1f} {rate / bound:>7.0%} "
+            f"{name:<38} {rate:>8.1f} {spread:>13} {r['windows']:>8.2f} {capped:>7} {bound:>8.1f} {rate / bound:>7.0%} "
             f"{r['peak_mb']:>8.0f} {accuracy(r['labels'], gold):>19}"
         )
     pipe, head, chunks = (rows[k] for k in ("transformers.pipeline (truncation)", "govtopic head", "govtopic chunks"))

@@ -1,6 +1,8 @@
 """Thresholds for a target precision and the review flag: fitted precision holds, hopeless classes are reviewed."""
 
 import json
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +158,66 @@ def test_evaluation_report_shows_risk_coverage_beside_the_baseline(tiny_model_di
     report = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
     assert "## Risk–coverage" in report and "coverage (baseline)" in report and "risk_coverage.png" in report
     assert result["metrics"]["risk_coverage"]["full"]["documents"] == 40
+
+
+def test_thresholds_on_documents_they_were_not_fitted_on():
+    """held_out gives what the thresholds do on new documents: the same decisions as decide(), counted per
+    level; on documents like the fitting ones the precision lands near the target, not by construction."""
+    from govtopic.review import held_out
+
+    probs, gold = _probs(seed=0)
+    th, _ = fit_thresholds(probs, gold, LABELS, precision=0.9)
+    new_probs, new_gold = _probs(seed=1)
+    out = held_out(new_probs, new_gold, LABELS, th)
+    assert out["precision_target"] == 0.9
+    for level in ("l1", "full"):
+        precision, coverage = _precision(new_probs, new_gold, th, level)
+        assert out[level]["overall"]["coverage"] == pytest.approx(coverage)
+        assert out[level]["overall"]["precision"] == pytest.approx(precision)
+        assert 0.85 < precision < 0.95 and 0.2 < coverage < 1.0
+    # Documents unlike training go to a person whatever their score.
+    known = np.where(np.arange(len(new_gold)) % 2 == 0, 0.1, 0.9)
+    halved = held_out(new_probs, new_gold, LABELS, th, known_share=known)
+    assert halved["unlike_training"] == len(new_gold) // 2
+    assert halved["l1"]["overall"]["automatic"] < out["l1"]["overall"]["automatic"]
+
+
+def test_evaluation_reports_what_the_stored_thresholds_let_through(tiny_model_dir, tmp_path):
+    """A model with thresholds: the report's figures are what predict() decides on the same documents."""
+    from conftest import with_ngram_channel
+    from govtopic.config import Config
+    from govtopic.data import load_eval_file
+    from govtopic.evaluation import evaluate_split
+
+    model = Path(with_ngram_channel(tiny_model_dir, tmp_path / "model", 5.0))  # knows three of the topics
+    path = _labelled_file(tmp_path)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    docs = [{"title": r["title"], "text": r["text"]} for r in rows]
+    # One first level the model predicts goes to a person always, the others pass.
+    counts = Counter(r["label_l1"] for r in TopicClassifier(model).predict(docs))
+    refused = min(counts, key=counts.get) if len(counts) > 1 else "其他"
+    first_levels = {label.split("\\")[0] for label in LABELS}
+    th = {
+        "precision": 0.9,
+        "margin": 0.0,
+        "l1": {c: (None if c == refused else 0.0) for c in first_levels},
+        "full": {label: 0.0 for label in LABELS},
+    }
+    update_record(model, thresholds=th)
+    cfg = Config()
+    cfg.eval.baseline = False
+    data = load_eval_file(path, cfg.data, cfg.normalize, None)
+    result = evaluate_split(model, data, tmp_path / "eval", cfg)
+    figures = result["metrics"]["thresholds"]
+    predicted = TopicClassifier(model).predict(docs)
+    automatic = [not r["needs_review"] for r in predicted]
+    refused_docs = sum(r["label_l1"] == refused for r in predicted)
+    unlike = sum(r["review_reason"] == "unlike_training" for r in predicted)
+    assert 0 < refused_docs < len(rows)  # some documents pass, some do not
+    expected = sum(r["label_l1"] != refused and r["review_reason"] != "unlike_training" for r in predicted)
+    assert figures["l1"]["overall"]["automatic"] == sum(automatic) == expected
+    assert figures["unlike_training"] == unlike
+    hits = [r["label_l1"] == g["label"].split("\\")[0] for r, g, a in zip(predicted, rows, automatic) if a]
+    assert figures["l1"]["overall"]["precision"] == pytest.approx(sum(hits) / len(hits))
+    report = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
+    assert "## The model's thresholds on these documents" in report and "tagged without a person" in report

@@ -16,7 +16,7 @@ from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
 from govtopic.predict import TopicClassifier
-from govtopic.review import add_risk_coverage, fit_thresholds
+from govtopic.review import add_risk_coverage, fit_thresholds, held_out
 from govtopic.titles import prepend
 
 logger = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ def evaluate_split(
     clf = TopicClassifier(model_dir)
     ld = clf.long_doc if long_doc is None else type(clf.long_doc)(**{**clf.long_doc.__dict__, "strategy": long_doc})
     started = time.time()
-    logits, _ = clf.document_logits(split.texts, ld, cfg.eval.batch_size, titles=split.titles)
+    logits, info = clf.document_logits(split.texts, ld, cfg.eval.batch_size, titles=split.titles)
     seconds = time.time() - started
     raw_probs, probs = softmax(logits), level_softmax(logits, clf.temperature, clf.labels)
     metrics = compute_metrics(split.labels, probs, clf.labels, cfg.eval.top_k)
@@ -209,6 +209,9 @@ def evaluate_split(
     base, mixed = _baseline(train_split, cfg)
     baseline = _baseline_metrics(base, mixed, split, clf.labels, cfg)
     add_risk_coverage(metrics, baseline, mixed, probs, split.labels, clf.labels)  # govtopic/review.py
+    if clf.record.thresholds:  # what the stored thresholds let through on these documents, and how right it is
+        known = [item["known_ngrams"] for item in info] if info and "known_ngrams" in info[0] else None
+        metrics["thresholds"] = held_out(probs, split.labels, clf.labels, clf.record.thresholds, known)
     sources = per_source(split, probs, clf.labels, cfg)
     if sources:
         metrics["per_source"] = sources

@@ -153,6 +153,7 @@ def _blocks(
     )
     blocks += _channel_blocks(meta.get("ngram_channel"))
     blocks += _calibration_blocks(metrics, calibration, plots) + _risk_coverage_blocks(metrics, baseline, plots)
+    blocks += _threshold_blocks(metrics.get("thresholds"))
     return blocks + _class_blocks(metrics, baseline, plots, confusions)
 
 
@@ -209,6 +210,32 @@ def _risk_coverage_blocks(metrics: dict, baseline: dict | None, plots: dict) -> 
     if "risk_coverage" in plots:
         blocks.append(("img", _PLOT_TITLES["risk_coverage"], plots["risk_coverage"]))
     return blocks
+
+
+def _threshold_blocks(th: dict | None) -> list[tuple]:
+    """What the model's stored thresholds do on these documents: coverage and precision per level."""
+    if not th:
+        return []
+    rows = []
+    for level, name in (("l1", "first level"), ("full", "full label")):
+        o = th[level]["overall"]
+        if o["documents"]:
+            rows.append([name, str(o["documents"]), str(o["automatic"]), _fmt(o["coverage"]), _fmt(o["precision"])])
+    target = th.get("precision_target")
+    unlike = th.get("unlike_training") or 0
+    return [
+        ("h", 2, "The model's thresholds on these documents"),
+        (
+            "p",
+            f"The per-class thresholds stored in the model (fitted for precision {_fmt(target, 2)} on labelled "
+            f"documents, `govtopic calibrate-thresholds`), applied here as `predict()` applies them: the documents "
+            "tagged without a person (coverage) and the share of those that are right (precision). At the first "
+            "level a document counts when its first level passed; at the full label, among documents with a "
+            "full gold label, when both levels passed."
+            + (f" {unlike} document(s) went to a person as unlike training." if unlike else ""),
+        ),
+        ("table", ["level", "documents", "tagged without a person", "coverage", "precision"], rows),
+    ]
 
 
 def _source_blocks(metrics: dict, baseline: dict | None) -> list[tuple]:

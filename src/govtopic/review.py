@@ -225,6 +225,54 @@ def fit_thresholds(
     return th, report
 
 
+def held_out(
+    probs: np.ndarray,
+    gold: Sequence[str],
+    labels: Sequence[str],
+    thresholds: dict,
+    known_share: Sequence[float] | None = None,
+) -> dict:
+    r"""What stored thresholds do on labelled documents they were not fitted on: per level, the share of
+    documents tagged without a person (coverage) and how often those are right (precision), overall and per
+    predicted class, next to the precision they were fitted for.
+
+    Args:
+        probs: calibrated probabilities, rows documents, columns the model's labels.
+        gold: each document's gold label (first-level rows count at the first level only; '' rows are skipped).
+        labels: the model's labels in column order.
+        thresholds: the model record's thresholds (``fit_thresholds``).
+        known_share: each document's ``known_ngrams`` (the n-gram channel's share of known n-grams), when the
+            model has a channel: documents below ``UNFAMILIAR_SHARE`` go to a person whatever their score, as
+            ``predict()`` sends them.
+
+    Returns:
+        ``{"precision_target", "margin", "unlike_training", "l1": {...}, "full": {...}}``; each level has
+        ``overall`` (``documents``, ``automatic``, ``coverage``, ``precision``) and ``per_class``.
+
+    Example:
+        >>> held_out(probs, ["卫生、体育\卫生", "其他"], labels, clf.record.thresholds)["l1"]["overall"]
+        {'documents': 2, 'automatic': 1, 'coverage': 0.5, 'precision': 1.0}
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), list(labels)
+    keep = np.array([bool(y) for y in gold])
+    probs, gold = probs[keep], [str(y) for y, k in zip(gold, keep) if k]
+    s = scores(probs, labels)
+    ok = decide_arrays(s, thresholds)
+    unlike = np.zeros(len(gold), dtype=bool)
+    if known_share is not None:
+        unlike = np.asarray(known_share, dtype=float)[keep] < UNFAMILIAR_SHARE
+    gold_l1, gold_full = np.array([l1(y) for y in gold], dtype=object), np.array(gold, dtype=object)
+    full_rows = np.array([is_full_label(y, set(labels)) for y in gold], dtype=bool)
+    everyone = np.ones(len(gold), dtype=bool)
+    return {
+        "precision_target": thresholds.get("precision"),
+        "margin": thresholds.get("margin"),
+        "unlike_training": int(unlike.sum()),
+        "l1": _coverage(s, ok["l1_ok"] & ~unlike, s["l1"] == gold_l1, s["l1"], everyone),
+        "full": _coverage(s, ok["full_ok"] & ~unlike, s["full"] == gold_full, s["full"], full_rows),
+    }
+
+
 # ---------------------------------------------------------------- the flag on predict() results
 def _reason(score: float, margin: float, t: float | None, m: float) -> str | None:
     if t is None:
