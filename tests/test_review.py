@@ -41,17 +41,23 @@ def _precision(probs, gold, th, level):
     return float((pred[ok] == truth[ok]).mean()), float(ok.mean())
 
 
+@pytest.mark.parametrize("prior_docs", [0, None])
 @pytest.mark.parametrize("target", [0.9, 0.95])
-def test_thresholds_reach_the_precision_on_the_data_they_were_fitted_on(target):
+def test_thresholds_reach_the_precision_on_the_data_they_were_fitted_on(target, prior_docs):
+    """Overall, always; class by class when each class is judged by its own documents alone (prior_docs 0;
+    pooled with the whole model, the default, a class's own figure can sit just below where the model's
+    supports it)."""
     probs, gold = _probs()
-    th, report = fit_thresholds(probs, gold, LABELS, precision=target)
+    extra = {} if prior_docs is None else {"prior_docs": prior_docs}
+    th, report = fit_thresholds(probs, gold, LABELS, precision=target, **extra)
     for level in ("l1", "full"):
         precision, coverage = _precision(probs, gold, th, level)
         assert precision >= target
         assert 0.2 < coverage < 1.0  # some documents go through, not all
         assert report[level]["overall"]["coverage"] == pytest.approx(coverage)
-        for c, v in report[level]["per_class"].items():
-            assert v["precision"] is None or v["precision"] >= target, c
+        if prior_docs == 0:
+            for c, v in report[level]["per_class"].items():
+                assert v["precision"] is None or v["precision"] >= target, c
     # Stored as plain JSON values, every class of the model named.
     assert set(th["full"]) == set(LABELS) and th["precision"] == target
     json.dumps(th)
@@ -221,3 +227,30 @@ def test_evaluation_reports_what_the_stored_thresholds_let_through(tiny_model_di
     assert figures["l1"]["overall"]["precision"] == pytest.approx(sum(hits) / len(hits))
     report = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
     assert "## The model's thresholds on these documents" in report and "tagged without a person" in report
+
+
+def test_a_class_seen_a_few_times_is_judged_with_the_whole_model():
+    """Six documents of a class, all right, at scores where the model as a whole is right half the time: alone
+    they would earn the class a low threshold; pooled with the whole model (the default) they do not. A class
+    seen a thousand times keeps about the threshold its own documents give."""
+    rng = np.random.default_rng(0)
+    big, small = 1000, 6
+    n = big + small
+    probs = np.full((n, len(LABELS)), 0.0)
+    score = np.concatenate([rng.uniform(0.4, 1.0, big), rng.uniform(0.5, 0.6, small)])
+    pred = [CITY] * big + [HEALTH] * small
+    # The big class is right when its score is high; half right around 0.5-0.6.
+    right = np.concatenate([rng.random(big) < np.clip((score[:big] - 0.3) / 0.6, 0, 1), np.ones(small, bool)])
+    gold = [p if r else OTHER for p, r in zip(pred, right)]
+    for i, p in enumerate(pred):
+        probs[i, LABELS.index(p)] = score[i]
+        probs[i, LABELS.index(OTHER)] = (1 - score[i]) * 0.6
+        probs[i, LABELS.index(LAW)] = (1 - score[i]) * 0.4
+    alone, _ = fit_thresholds(probs, gold, LABELS, precision=0.9, margin=0.0, prior_docs=0)
+    pooled, report = fit_thresholds(probs, gold, LABELS, precision=0.9, margin=0.0)
+    health = HEALTH.split("\\")[0]
+    assert alone["l1"][health] is not None and alone["l1"][health] < 0.6  # six of six right: trusted alone
+    assert pooled["l1"][health] is None  # judged with the model, whose documents there are right half the time
+    assert "卫生、体育" in report["l1"]["never_automatic"] and report["prior_docs"] == 30
+    city = CITY.split("\\")[0]
+    assert abs(pooled["l1"][city] - alone["l1"][city]) < 0.05

@@ -124,6 +124,13 @@ def _add_review_parsers(sub) -> None:
     )
     ct.add_argument("--margin", type=float, help="smallest gap between the top two classes (default: fitted)")
     ct.add_argument("--min-docs", type=int, default=5, help="fewer predictions than this: always reviewed")
+    ct.add_argument(
+        "--prior-docs",
+        type=float,
+        default=None,
+        help="documents of the whole model a class's own are pooled with when judging its precision (default 30; "
+        "0: each class alone)",
+    )
     ct.add_argument("--output", help="also write the coverage report as JSON here")
 
     rv = sub.add_parser("review", help="write the documents that need a person as a review queue (JSONL, Label Studio)")
@@ -182,7 +189,13 @@ def _calibrate_thresholds(args) -> int:
         check_claimable(Path(args.output), "coverage report", "--output")
     split = None if args.split == "all" else args.split
     report = calibrate_thresholds(
-        args.model_dir, args.data_file, args.precision, split, margin=args.margin, min_docs=args.min_docs
+        args.model_dir,
+        args.data_file,
+        args.precision,
+        split,
+        margin=args.margin,
+        min_docs=args.min_docs,
+        prior_docs=args.prior_docs,
     )
     print(format_report(report))
     if args.output:

@@ -16,7 +16,7 @@ from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
 from govtopic.predict import TopicClassifier
-from govtopic.review import add_risk_coverage, fit_thresholds, held_out
+from govtopic.review import PRIOR_DOCS, add_risk_coverage, fit_thresholds, held_out
 from govtopic.titles import prepend
 
 logger = logging.getLogger(__name__)
@@ -311,6 +311,7 @@ def calibrate_thresholds(
     margin: float | None = None,
     min_docs: int = 5,
     batch_size: int = 32,
+    prior_docs: float | None = None,
 ) -> dict:
     """Fit thresholds on labelled documents and store them in the model folder's record (config.json).
 
@@ -322,6 +323,7 @@ def calibrate_thresholds(
         split: which rows of ``data_file`` to use (None: every row).
         margin, min_docs: see ``review.fit_thresholds``.
         batch_size: windows per forward pass.
+        prior_docs: see ``review.fit_thresholds`` (default ``review.PRIOR_DOCS``).
 
     Returns:
         The report of ``review.fit_thresholds`` with ``documents`` and ``data`` added.
@@ -345,8 +347,8 @@ def calibrate_thresholds(
         where = f"{data_file}" + (f" (split {split})" if split else "")
     clf = TopicClassifier(model_dir)
     logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
-    thresholds, report = fit_thresholds(
-        level_softmax(logits, clf.temperature, clf.labels), data.labels, clf.labels, precision, margin, min_docs
-    )
+    probs = level_softmax(logits, clf.temperature, clf.labels)
+    prior = PRIOR_DOCS if prior_docs is None else prior_docs
+    thresholds, report = fit_thresholds(probs, data.labels, clf.labels, precision, margin, min_docs, prior)
     update_record(model_dir, thresholds=thresholds)
     return {**report, "documents": len(data), "data": where, "model_dir": str(model_dir)}
