@@ -64,6 +64,14 @@ def test_patience_without_validation_is_an_error(tmp_path):
         load_config(tiny_config(tmp_path), ["train.validate=false", "train.early_stopping_patience=1"])
 
 
+def _assert_model_is_checkpoint(model_dir, run, step: int) -> None:
+    """The model folder's weights are exactly those of the run's checkpoint at ``step``."""
+    saved = load_file(run / "checkpoints" / f"checkpoint-{step}" / "model.safetensors")
+    final = load_file(model_dir / "model.safetensors")
+    for name, value in saved.items():
+        np.testing.assert_array_equal(final[name], value)
+
+
 @pytest.mark.slow
 def test_best_checkpoint_becomes_the_model_and_the_report_shows_the_curves(tmp_path):
     # A very high learning rate makes later evaluations worse than the early ones on this small run.
@@ -78,10 +86,7 @@ def test_best_checkpoint_becomes_the_model_and_the_report_shows_the_curves(tmp_p
     best_step = validation[int(np.argmax(values))]["step"]  # the first of equal values, as the Trainer keeps
     assert info["best_step"] == best_step and info["best_checkpoint"] == f"checkpoint-{best_step}"
     assert info["best_value"] == pytest.approx(max(values))
-    best = load_file(run / "checkpoints" / f"checkpoint-{best_step}" / "model.safetensors")
-    final = load_file(model_dir / "model.safetensors")
-    for name, value in best.items():
-        np.testing.assert_array_equal(final[name], value)
+    _assert_model_is_checkpoint(model_dir, run, best_step)
     assert (run / "training" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     report = (run / "eval" / "report.md").read_text(encoding="utf-8")
     assert "## Training" in report and "| step | epoch | training loss | validation l1_accuracy" in report
@@ -115,10 +120,7 @@ def test_with_a_tolerance_the_latest_near_best_checkpoint_is_the_model(tmp_path)
     values = [v["l1_macro_f1"] for v in info["curves"]["validation"]]
     assert info["best_step"] == 9 and info["best_checkpoint"] == "checkpoint-9"
     assert info["best_value"] == pytest.approx(values[-1]) and info["top_value"] == pytest.approx(max(values))
-    last = load_file(run / "checkpoints" / "checkpoint-9" / "model.safetensors")
-    final = load_file(model_dir / "model.safetensors")
-    for name, value in last.items():
-        np.testing.assert_array_equal(final[name], value)
+    _assert_model_is_checkpoint(model_dir, run, 9)
     report = (run / "eval" / "report.md").read_text(encoding="utf-8")
     if values[-1] < max(values):
         assert "within 0.99 (train.best_tolerance) of the best" in report
