@@ -100,6 +100,8 @@ def test_bad_precision_is_an_error_naming_the_range():
     probs, gold = _probs(50)
     with pytest.raises(ValueError, match=r"precision must be a number in \(0, 1\]"):
         fit_thresholds(probs, gold, LABELS, precision=95)
+    with pytest.raises(ValueError, match=r"prior_docs must be a number of documents, 0 or more"):
+        fit_thresholds(probs, gold, LABELS, precision=0.9, prior_docs=-5)
 
 
 def _labelled_file(tmp_path):

@@ -16,7 +16,7 @@ from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
 from govtopic.predict import TopicClassifier
-from govtopic.review import PRIOR_DOCS, add_risk_coverage, fit_thresholds, held_out
+from govtopic.review import PRIOR_DOCS, add_risk_coverage, check_fit_args, fit_thresholds, held_out
 from govtopic.titles import prepend
 
 logger = logging.getLogger(__name__)
@@ -333,6 +333,8 @@ def calibrate_thresholds(
         >>> report["full"]["overall"]["coverage"]
         0.62
     """
+    prior = PRIOR_DOCS if prior_docs is None else prior_docs
+    check_fit_args(precision, margin, prior)  # before reading or scoring anything
     cfg = saved_config(model_dir)
     if data_file is None:
         data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
@@ -348,7 +350,6 @@ def calibrate_thresholds(
     clf = TopicClassifier(model_dir)
     logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
     probs = level_softmax(logits, clf.temperature, clf.labels)
-    prior = PRIOR_DOCS if prior_docs is None else prior_docs
     thresholds, report = fit_thresholds(probs, data.labels, clf.labels, precision, margin, min_docs, prior)
     update_record(model_dir, thresholds=thresholds)
     return {**report, "documents": len(data), "data": where, "model_dir": str(model_dir)}

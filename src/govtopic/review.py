@@ -196,6 +196,16 @@ def _coverage(s, ok, hit, pred, rows) -> dict:
     return {"overall": overall, "per_class": per_class}
 
 
+def check_fit_args(precision: float, margin: float | None, prior_docs: float) -> None:
+    """A ValueError naming the argument and its range for ``fit_thresholds``' settings (checked before any work)."""
+    if not (isinstance(precision, (int, float)) and 0 < precision <= 1):
+        raise ValueError(f"precision must be a number in (0, 1], e.g. 0.95; got {precision!r}")
+    if margin is not None and not (0 <= margin < 1):
+        raise ValueError(f"margin must be in [0, 1), e.g. 0.1; got {margin!r}")
+    if isinstance(prior_docs, bool) or not isinstance(prior_docs, (int, float)) or not prior_docs >= 0:
+        raise ValueError(f"prior_docs must be a number of documents, 0 or more (e.g. 30); got {prior_docs!r}")
+
+
 def fit_thresholds(
     probs: np.ndarray,
     gold: Sequence[str],
@@ -227,10 +237,7 @@ def fit_thresholds(
         >>> report["full"]["overall"]["coverage"]
         0.5
     """
-    if not (isinstance(precision, (int, float)) and 0 < precision <= 1):
-        raise ValueError(f"precision must be a number in (0, 1], e.g. 0.95; got {precision!r}")
-    if margin is not None and not (0 <= margin < 1):
-        raise ValueError(f"margin must be in [0, 1), e.g. 0.1; got {margin!r}")
+    check_fit_args(precision, margin, prior_docs)
     probs, labels = np.asarray(probs, dtype=np.float64), list(labels)
     if probs.shape != (len(gold), len(labels)):
         raise ValueError(f"expected probs of shape ({len(gold)}, {len(labels)}), got {probs.shape}")
