@@ -64,6 +64,14 @@ def test_patience_without_validation_is_an_error(tmp_path):
         load_config(tiny_config(tmp_path), ["train.validate=false", "train.early_stopping_patience=1"])
 
 
+def _train_evaluating_every_3_steps(tmp_path, best_tolerance: float):
+    """A 9-step tiny run evaluated at steps 3, 6 and 9: (model folder, run folder, its training curves)."""
+    overrides = ["train.max_steps=9", "train.eval_steps=3", f"train.best_tolerance={best_tolerance}"]
+    model_dir = train(load_config(tiny_config(tmp_path), overrides))
+    run = tmp_path / "run"
+    return model_dir, run, _curves(run)
+
+
 def _assert_model_is_checkpoint(model_dir, run, step: int) -> None:
     """The model folder's weights are exactly those of the run's checkpoint at ``step``."""
     saved = load_file(run / "checkpoints" / f"checkpoint-{step}" / "model.safetensors")
@@ -76,10 +84,7 @@ def _assert_model_is_checkpoint(model_dir, run, step: int) -> None:
 def test_best_checkpoint_becomes_the_model_and_the_report_shows_the_curves(tmp_path):
     # A very high learning rate makes later evaluations worse than the early ones on this small run.
     # train.best_tolerance=0: the strict best (the default, 0.01, is tested below).
-    cfg = load_config(tiny_config(tmp_path), ["train.max_steps=9", "train.eval_steps=3", "train.best_tolerance=0"])
-    model_dir = train(cfg)
-    run = tmp_path / "run"
-    info = _curves(run)
+    model_dir, run, info = _train_evaluating_every_3_steps(tmp_path, best_tolerance=0)
     validation = info["curves"]["validation"]
     assert [v["step"] for v in validation] == [3, 6, 9]
     values = [v["l1_macro_f1"] for v in validation]
@@ -113,10 +118,7 @@ def test_a_tolerance_outside_zero_to_one_is_a_config_error(tmp_path):
 def test_with_a_tolerance_the_latest_near_best_checkpoint_is_the_model(tmp_path):
     # Every figure lies within 0.99 of the best, so each evaluation is chosen in turn and the last checkpoint is
     # the model, the best value reported beside its own.
-    cfg = load_config(tiny_config(tmp_path), ["train.max_steps=9", "train.eval_steps=3", "train.best_tolerance=0.99"])
-    model_dir = train(cfg)
-    run = tmp_path / "run"
-    info = _curves(run)
+    model_dir, run, info = _train_evaluating_every_3_steps(tmp_path, best_tolerance=0.99)
     values = [v["l1_macro_f1"] for v in info["curves"]["validation"]]
     assert info["best_step"] == 9 and info["best_checkpoint"] == "checkpoint-9"
     assert info["best_value"] == pytest.approx(values[-1]) and info["top_value"] == pytest.approx(max(values))
