@@ -85,14 +85,15 @@ def _import_from(src: Path) -> None:
     assert Path(module.__file__).resolve() == init.resolve(), module.__file__
 
 
-def _timed(call, repeat: int) -> tuple[list[float], object]:
-    """Seconds of each of ``repeat`` calls of ``call()`` and the last call's output."""
+def _timed(call, repeat: int) -> tuple[dict, object]:
+    """``repeat`` calls of ``call()``: their median seconds and every call's (``seconds``, ``all_seconds``), and
+    the last call's output."""
     seconds = []
     for _ in range(repeat):
         start = time.perf_counter()
         out = call()
         seconds.append(time.perf_counter() - start)
-    return seconds, out
+    return {"seconds": float(np.median(seconds)), "all_seconds": seconds}, out
 
 
 def _run_govtopic(model, docs, batch_size, threads, repeat, strategy, variant, max_windows, queue):
@@ -113,14 +114,13 @@ def _run_govtopic(model, docs, batch_size, threads, repeat, strategy, variant, m
 
         forward._LEAN[clf.model] = None  # the model's own forward, as before govtopic.forward
     clf.predict(docs[:8], batch_size=batch_size, long_doc=strategy)  # warm-up
-    seconds, out = _timed(
+    timing, out = _timed(
         lambda: clf.predict(docs, batch_size=batch_size, long_doc=strategy, top_k=len(clf.labels)), repeat
     )
     scores = [{a["label"]: a["score"] for a in r["top_k"]} if r["label"] else {} for r in out]
     queue.put(
         {
-            "seconds": float(np.median(seconds)),
-            "all_seconds": seconds,
+            **timing,
             "labels": [r["label"] for r in out],
             "scores": scores,
             "windows": float(np.mean([r["windows"] for r in out])),
@@ -138,18 +138,9 @@ def _run_pipeline(model, docs, batch_size, threads, repeat, max_length, queue):
 
     pipe = pipeline("text-classification", model=model, device="cpu")
     pipe(docs[:8], batch_size=batch_size, truncation=True, max_length=max_length)
-    seconds, out = _timed(lambda: pipe(docs, batch_size=batch_size, truncation=True, max_length=max_length), repeat)
+    timing, out = _timed(lambda: pipe(docs, batch_size=batch_size, truncation=True, max_length=max_length), repeat)
     labels = [r["label"] for r in out]
-    queue.put(
-        {
-            "seconds": float(np.median(seconds)),
-            "all_seconds": seconds,
-            "labels": labels,
-            "windows": 1.0,
-            "truncated": None,
-            "peak_mb": _peak_mb(),
-        }
-    )
+    queue.put({**timing, "labels": labels, "windows": 1.0, "truncated": None, "peak_mb": _peak_mb()})
 
 
 def _run_caps(model, caps, batch_size, threads, queue):

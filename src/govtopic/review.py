@@ -91,7 +91,8 @@ def _class_threshold(
     """Lowest score at which the documents at or above it are right at least ``precision`` of the time.
 
     With ``prior`` > 0 the class's precision above a cut is shrunk toward the precision of every class's
-    documents above the same cut (``pooled``: their scores and hits), as if ``prior`` such documents were
+    documents above the same cut (``pooled``: their scores in descending order and the running count of right
+    ones), as if ``prior`` such documents were
     added to the class's own: a class seen a few times is judged mostly by the model as a whole, one seen often
     by its own documents.
     """
@@ -102,12 +103,10 @@ def _class_threshold(
     n = np.arange(1, len(s) + 1)
     cum = np.cumsum(h) / n
     if prior > 0 and pooled is not None:
-        all_scores, all_hits = pooled
-        o = np.argsort(-all_scores, kind="stable")
-        sorted_scores, rate = all_scores[o], np.cumsum(all_hits[o].astype(float))
+        descending, right = pooled
         # Documents of any class at or above each cut, and how many of them are right.
-        above = np.searchsorted(-sorted_scores, -s, side="right")
-        pooled_precision = np.where(above > 0, rate[np.maximum(above - 1, 0)] / np.maximum(above, 1), 1.0)
+        above = np.searchsorted(-descending, -s, side="right")
+        pooled_precision = np.where(above > 0, right[np.maximum(above - 1, 0)] / np.maximum(above, 1), 1.0)
         cum = (np.cumsum(h) + prior * pooled_precision) / (n + prior)
     # A cut after position k keeps rows 0..k; it is valid only where the next score is clearly lower, so that
     # "score >= rounded threshold" keeps exactly those rows.
@@ -122,7 +121,9 @@ def _class_threshold(
 
 def _fit_level(pred, score, hit, margin, m, precision, min_docs, classes, keep, prior) -> tuple[dict, dict]:
     out, why = {}, {}
-    pooled = (score[keep & (margin >= m)], hit[keep & (margin >= m)])
+    considered = keep & (margin >= m)
+    order = np.argsort(-score[considered], kind="stable")
+    pooled = (score[considered][order], np.cumsum(hit[considered][order].astype(float)))
     for c in classes:
         rows = keep & (pred == c) & (margin >= m)
         t, reason = _class_threshold(score[rows], hit[rows], precision, min_docs, pooled, prior)
@@ -196,6 +197,27 @@ def _coverage(s, ok, hit, pred, rows) -> dict:
     return {"overall": overall, "per_class": per_class}
 
 
+def _labelled(probs, gold: Sequence[str], labels: Sequence[str]) -> tuple:
+    """The documents with a gold label: (which rows they are, their ``scores``, gold first level, gold label, and
+    whether the gold label is one of the model's classes, so that the full label can be judged)."""
+    keep = np.array([bool(y) for y in gold], dtype=bool)
+    gold = [str(y) for y, k in zip(gold, keep) if k]
+    s = scores(np.asarray(probs, dtype=np.float64)[keep], labels)
+    known = set(labels)
+    full_rows = np.array([is_full_label(y, known) for y in gold], dtype=bool)
+    return keep, s, np.array([l1(y) for y in gold], dtype=object), np.array(gold, dtype=object), full_rows
+
+
+def _levels(s: dict, l1_ok, full_ok, gold_l1, gold_full, full_rows) -> dict:
+    """Coverage and precision at both levels: every document at the first, those with a full gold label at the
+    full label."""
+    everyone = np.ones(len(gold_l1), dtype=bool)
+    return {
+        "l1": _coverage(s, l1_ok, s["l1"] == gold_l1, s["l1"], everyone),
+        "full": _coverage(s, full_ok, s["full"] == gold_full, s["full"], full_rows),
+    }
+
+
 def check_fit_args(precision: float, margin: float | None, prior_docs: float) -> None:
     """A ValueError naming the argument and its range for ``fit_thresholds``' settings (checked before any work)."""
     if not (isinstance(precision, (int, float)) and 0 < precision <= 1):
@@ -241,15 +263,9 @@ def fit_thresholds(
     probs, labels = np.asarray(probs, dtype=np.float64), list(labels)
     if probs.shape != (len(gold), len(labels)):
         raise ValueError(f"expected probs of shape ({len(gold)}, {len(labels)}), got {probs.shape}")
-    keep = np.array([bool(y) for y in gold])
+    keep, s, gold_l1, gold_full, full_rows = _labelled(probs, gold, labels)
     if not keep.any():
         raise ValueError("no document has a gold label: thresholds need labelled documents (the validation split)")
-    probs, gold = probs[keep], [str(y) for y, k in zip(gold, keep) if k]
-    s = scores(probs, labels)
-    gold_l1 = np.array([l1(y) for y in gold], dtype=object)
-    gold_full = np.array(gold, dtype=object)
-    known = set(labels)
-    full_rows = np.array([is_full_label(y, known) for y in gold])
     best = None
     for m in [margin] if margin is not None else MARGIN_GRID:
         th, why = _fit(s, gold_l1, gold_full, full_rows, labels, float(precision), m, min_docs, prior_docs)
@@ -258,13 +274,11 @@ def fit_thresholds(
         if best is None or covered > best[0] + 1e-12:
             best = (covered, th, why, ok)
     _, th, why, ok = best
-    everyone = np.ones(len(gold), dtype=bool)
     report = {
         "precision": float(precision),
         "margin": th["margin"],
         "prior_docs": float(prior_docs),
-        "l1": _coverage(s, ok["l1_ok"], s["l1"] == gold_l1, s["l1"], everyone),
-        "full": _coverage(s, ok["full_ok"], s["full"] == gold_full, s["full"], full_rows),
+        **_levels(s, ok["l1_ok"], ok["full_ok"], gold_l1, gold_full, full_rows),
     }
     for level in ("l1", "full"):
         report[level]["never_automatic"] = why[level]
@@ -299,23 +313,16 @@ def held_out(
         >>> held_out(probs, ["卫生、体育\卫生", "其他"], labels, clf.record.thresholds)["l1"]["overall"]
         {'documents': 2, 'automatic': 1, 'coverage': 0.5, 'precision': 1.0}
     """
-    probs, labels = np.asarray(probs, dtype=np.float64), list(labels)
-    keep = np.array([bool(y) for y in gold])
-    probs, gold = probs[keep], [str(y) for y, k in zip(gold, keep) if k]
-    s = scores(probs, labels)
+    keep, s, gold_l1, gold_full, full_rows = _labelled(probs, gold, labels)
     ok = decide_arrays(s, thresholds)
-    unlike = np.zeros(len(gold), dtype=bool)
+    unlike = np.zeros(len(gold_l1), dtype=bool)
     if known_share is not None:
         unlike = np.asarray(known_share, dtype=float)[keep] < UNFAMILIAR_SHARE
-    gold_l1, gold_full = np.array([l1(y) for y in gold], dtype=object), np.array(gold, dtype=object)
-    full_rows = np.array([is_full_label(y, set(labels)) for y in gold], dtype=bool)
-    everyone = np.ones(len(gold), dtype=bool)
     return {
         "precision_target": thresholds.get("precision"),
         "margin": thresholds.get("margin"),
         "unlike_training": int(unlike.sum()),
-        "l1": _coverage(s, ok["l1_ok"] & ~unlike, s["l1"] == gold_l1, s["l1"], everyone),
-        "full": _coverage(s, ok["full_ok"] & ~unlike, s["full"] == gold_full, s["full"], full_rows),
+        **_levels(s, ok["l1_ok"] & ~unlike, ok["full_ok"] & ~unlike, gold_l1, gold_full, full_rows),
     }
 
 
