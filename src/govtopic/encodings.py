@@ -59,6 +59,8 @@ def detect_chinese_encoding(raw: bytes) -> str | None:
     Big5, so charset-normalizer compares the two readings; GB18030 wins a tie, as it is what mainland
     portals publish in.
     """
+    if raw.isascii():  # both read ASCII alike: nothing to choose between
+        return "gb18030"
     fits = [enc for enc in CHINESE_ENCODINGS if _decodes(raw, enc)]
     if len(fits) < 2:
         return fits[0] if fits else None
@@ -103,15 +105,34 @@ def _decodes(raw: bytes, encoding: str) -> bool:
 
 
 def open_text(path: Path):
+    """A text stream over a table file (gzip or plain), in the encoding its first ``ENCODING_SAMPLE`` bytes show.
+
+    UTF-8 unless those bytes say otherwise: a byte-order mark, or bytes that are not UTF-8, which are then read as
+    GB18030 or Big5 (``detect_chinese_encoding`` on the non-ASCII part of the sample, so that an ASCII header
+    decides nothing). Bytes the chosen encoding cannot decode become lone surrogates (``UNDECODED``), reported
+    per row by the reader, never a stop.
+    """
     raw = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
-    head = raw.peek(ENCODING_SAMPLE)[:ENCODING_SAMPLE] if hasattr(raw, "peek") else b""
+    head = raw.read(ENCODING_SAMPLE)
+    raw.seek(0)
     encoding = bom_encoding(head) or "utf-8-sig"
     try:
         if encoding == "utf-8-sig":
             head.decode("utf-8")
     except UnicodeDecodeError as err:
         if err.start < len(head) - 4:  # not just a character cut at the end of the sample
-            whole_lines = head[: head.rfind(b"\n") + 1] or head
-            encoding = detect_chinese_encoding(whole_lines) or "gb18030"
-    # Undecodable bytes become lone surrogates, reported per row (see UNDECODED), not a stop.
+            line = head.rfind(b"\n", 0, err.start) + 1  # lines start on a character, unlike err.start
+            encoding = detect_chinese_encoding(_whole_characters(head[line:])) or "gb18030"
     return io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
+
+
+def _whole_characters(sample: bytes) -> bytes:
+    """``sample`` cut to whole characters: to its last line break when that keeps some non-ASCII text, else (one
+    long row) by the one to three bytes of a character the end of the sample may have split."""
+    cut = sample.rfind(b"\n") + 1
+    if cut and not sample[:cut].isascii():
+        return sample[:cut]
+    for end in range(len(sample), max(len(sample) - 4, 0), -1):
+        if any(_decodes(sample[:end], encoding) for encoding in CHINESE_ENCODINGS):
+            return sample[:end]
+    return sample
