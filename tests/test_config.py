@@ -223,3 +223,43 @@ def test_words_that_are_not_overrides_are_still_refused(tmp_path, capsys):
         main(["evaluate", "MODEL", "DATA", "train.epochs=3"])  # evaluate takes no overrides
     assert exc.value.code == 2
     assert "unrecognized arguments: train.epochs=3" in capsys.readouterr().err
+
+
+def test_a_shortened_option_is_refused_not_taken_for_overwrite(tmp_path, capsys):
+    """`--overwrit` (a typo) must not run `--overwrite`, which deletes the run folder."""
+    from govtopic.cli import main
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "keep.txt").write_text("a user's file", encoding="utf-8")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(run)}), encoding="utf-8")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(path), "--overwrit"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --overwrit" in capsys.readouterr().err
+    assert (run / "model" / "keep.txt").read_text(encoding="utf-8") == "a user's file"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("train:\n  epochs: 2\n  epochs: 3\n", "'epochs' is given twice in one section (lines 2 and 3)"),
+        ("train:\n  learning_rate: 0.001\nmodel:\n  pooling: mean\ntrain:\n  epochs: 1\n", "'train' is given twice"),
+    ],
+)
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path, text, named):
+    """YAML itself keeps the last of two equal keys: a second `train:` section would drop the first's settings."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert named in str(exc.value)
+
+
+def test_merge_keys_still_override_as_yaml_means(tmp_path):
+    from govtopic.config import _read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("x: &t {epochs: 2, learning_rate: 0.001}\ntrain:\n  <<: *t\n  epochs: 3\n", encoding="utf-8")
+    assert _read_yaml(path, str(path))["train"] == {"epochs": 3, "learning_rate": 0.001}

@@ -27,9 +27,18 @@ def _table_columns(args) -> dict[str, str | None]:
     return {"text_column": args.text_column, "title_column": args.title_column, "id_column": args.id_column}
 
 
+class _ExactParser(argparse.ArgumentParser):
+    """Options only by their whole name: argparse's default takes any unambiguous prefix, so a typo such as
+    ``--overwrit`` would run ``--overwrite`` (which deletes a run) instead of being an error."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="govtopic", description="Topic tagging for Chinese government documents.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _ExactParser(prog="govtopic", description="Topic tagging for Chinese government documents.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_ExactParser)
 
     t = sub.add_parser("train", help="fine-tune a classifier from a YAML config")
     t.add_argument("config", help="YAML config (see configs/)")
@@ -424,10 +433,12 @@ def _parse(argv: list[str] | None):
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        is_override = [hasattr(args, "overrides") and "=" in x and not x.startswith("-") for x in extra]
+        if all(is_override):
             args.overrides = [*args.overrides, *extra]
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            unknown = [x for x, ok in zip(extra, is_override) if not ok]
+            parser.error(f"unrecognized arguments: {' '.join(unknown)} (options are spelt out in full; see --help)")
     return args
 
 

@@ -496,13 +496,34 @@ class _TooLarge(yaml.YAMLError):
     """A YAML document that would expand beyond what any config needs."""
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A key written twice in one mapping: YAML keeps the last silently, so half of the user's settings would go."""
+
+
 class _ConfigLoader(yaml.SafeLoader):
-    """The safe loader (no code tags), refusing documents whose aliases expand beyond _MAX_CONFIG_VALUES."""
+    """The safe loader (no code tags), refusing documents whose aliases expand beyond _MAX_CONFIG_VALUES and
+    mappings that give a key twice."""
 
     def compose_document(self):
         node = super().compose_document()
         _expanded_size(node, {}, set())
         return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: overriding is its purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, str | int | float | bool) and key in seen:
+                    raise _DuplicateKey(
+                        f"{key!r} is given twice in one section (lines {seen[key]} and {line}); YAML would keep "
+                        "only the second. Keep one (two sections of one name: merge them into one)"
+                    )
+                seen.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], open_nodes: set[int]) -> int:
@@ -539,6 +560,8 @@ def _read_yaml(p: Path, source: str) -> Any:
         return yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)
     except _TooLarge as err:
         raise ConfigError([f"refused: {err}"], source) from None
+    except _DuplicateKey as err:
+        raise ConfigError([str(err)], source) from None
     except yaml.YAMLError as err:
         raise ConfigError([f"not valid YAML: {err}"], source) from err
     except RecursionError:
