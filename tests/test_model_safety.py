@@ -1,6 +1,7 @@
 """Untrusted or damaged model folders: clear errors, no pickle by default, no remote code."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,3 +141,57 @@ def test_a_mean_pooling_folder_loads_with_no_complaint(tmp_path, tokenizer):
     save_model_folder(base, tokenizer, Config(), tmp_path / "mean")
     clf = TopicClassifier(tmp_path / "mean")
     assert clf.model.config.num_hidden_layers == 3 and clf.predict("城市规划")["label"]
+
+
+def test_a_folder_without_its_tokenizer_file_is_refused_not_read_as_unknown_text(tiny_model_copy):
+    # transformers loads an empty vocabulary here: every document would get "label": null in silence.
+    for name in ("tokenizer.json", "vocab.txt"):
+        (tiny_model_copy / name).unlink(missing_ok=True)
+    with pytest.raises(ModelLoadError) as info:
+        TopicClassifier(tiny_model_copy)
+    assert "tokenizer.json / vocab.txt is missing" in str(info.value)
+
+
+@pytest.mark.parametrize("content", ["", '{"architectures": ["BertForSequenceClassification"], "hidden'])
+def test_a_config_json_that_is_not_json_is_named_not_blamed_on_the_weights(tiny_model_copy, content):
+    (tiny_model_copy / "config.json").write_text(content, encoding="utf-8")
+    with pytest.raises(ModelLoadError) as info:
+        TopicClassifier(tiny_model_copy)
+    assert "config.json is not a readable JSON file" in str(info.value)
+
+
+def test_a_label_removed_from_config_json_names_the_tensors_that_disagree(tiny_model_copy):
+    config = json.loads((tiny_model_copy / "config.json").read_text(encoding="utf-8"))
+    n = len(config["id2label"])
+    config["id2label"] = {str(i): config["id2label"][str(i)] for i in range(n - 1)}
+    config["label2id"] = {v: int(k) for k, v in config["id2label"].items()}
+    (tiny_model_copy / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ModelLoadError) as info:
+        TopicClassifier(tiny_model_copy)
+    message = str(info.value)
+    assert f"classifier.weight: weights [{n}," in message and f"config.json [{n - 1}," in message
+
+
+def test_a_truncated_ngram_channel_is_a_load_error(tiny_model_dir, tmp_path):
+    from conftest import with_ngram_channel
+
+    folder = Path(with_ngram_channel(tiny_model_dir, tmp_path / "with-channel", 1.0))
+    path = folder / "ngram_channel.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelLoadError) as info:
+        TopicClassifier(folder)
+    assert "the n-gram channel" in str(info.value) and "cannot be read" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("device", "named"),
+    [("foo", "device 'foo' is not a device torch knows"), ("cuda:7", "device cuda:7: ")],
+)
+def test_a_device_this_machine_lacks_is_a_clear_error(tiny_model_dir, device, named):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(ValueError) as info:
+        TopicClassifier(tiny_model_dir, device=device)
+    assert named in str(info.value)

@@ -108,7 +108,10 @@ def read_table(path: str | Path) -> list[dict]:
     and line."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"data file {p} does not exist; check data.train_file / data.test_file")
+        raise DataError(
+            f"data file {p} does not exist (a relative path is read from the folder govtopic runs in, {Path.cwd()}); "
+            "check the path given on the command line or in the config"
+        )
     if p.stat().st_size == 0:
         raise DataError(f"{p}: the file is empty; it needs one document per row")
     fmt = file_format(p)
@@ -184,8 +187,9 @@ def _require_columns(rows: list[dict], path: str, columns: dict[str, str | None]
         if column is not None and column not in present:
             raise DataError(
                 f"{path}: no column {column!r} (set by {prefix}.{setting}); columns found: "
-                f"{', '.join(sorted(present))}. Set {prefix}.{setting} to the right column name"
-                + (", or to null when the data has none." if setting == "title_column" else ".")
+                f"{', '.join(sorted(present))}. Rename the file's column to {column!r}, or set {prefix}.{setting} in "
+                "the config to the right column name"
+                + (" (or to null when the data has none)." if setting == "title_column" else ".")
             )
 
 

@@ -34,9 +34,19 @@ def model_scheme(model_dir: str | Path, cfg: Config):
 
     record = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("govtopic") or {}
     kept = record.get("label_scheme") or {}
-    taxonomy = Taxonomy.load(cfg.data.taxonomy) if cfg.data.taxonomy and Path(cfg.data.taxonomy).is_file() else None
-    if cfg.data.taxonomy and taxonomy is None:
-        logger.warning("taxonomy %s not found here: gold labels are not checked against it", cfg.data.taxonomy)
+    if kept.get("taxonomy"):  # kept in the folder since this release (checked on load: govtopic.record)
+        taxonomy = Taxonomy(kept["taxonomy"])
+    elif cfg.data.taxonomy and Path(cfg.data.taxonomy).is_file():
+        taxonomy = Taxonomy.load(cfg.data.taxonomy)
+    else:
+        taxonomy = None
+        if cfg.data.taxonomy:
+            logger.warning(
+                "taxonomy %s not found from here, and %s was written before model folders kept their taxonomy: "
+                "gold labels are not checked against it (run from the folder training ran in to check them)",
+                cfg.data.taxonomy,
+                model_dir,
+            )
     label_map = LabelMap(kept.get("label_map") or {}, kept.get("label_map_version", "none"))
     return LabelScheme(taxonomy, label_map, "error", cfg.data.label_level)
 

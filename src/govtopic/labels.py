@@ -256,10 +256,13 @@ class LabelScheme:
         return hierarchical_decode(probs, labels)
 
     def to_dict(self) -> dict:
+        """What a model folder keeps of the scheme (config.json ``govtopic.label_scheme``): the label map, the
+        level and the taxonomy itself, so that gold labels are checked wherever the folder is evaluated."""
         return {
             "label_map": dict(self.label_map.labels),
             "label_map_version": self.label_map.version,
             "level": self.level,
+            "taxonomy": dict(self.taxonomy.classes) if self.taxonomy is not None else None,
         }
 
 

@@ -200,6 +200,7 @@ def load_for_inference(
         _check_local_folder(local, allow_pickle)
     elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelLoadError(f"model folder {name_or_path} does not exist")
+    device = resolve_device(device)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
@@ -212,6 +213,8 @@ def load_for_inference(
     except ModelLoadError:
         raise
     except Exception as err:  # safetensors/transformers raise many types for a damaged file
+        if local.is_dir():
+            _explain_damaged_folder(local)
         raise ModelLoadError(
             f"could not load weights from {name_or_path}: {type(err).__name__}: {err}. The weights file "
             "may be truncated or from another architecture; copy or train the model again."
@@ -220,9 +223,97 @@ def load_for_inference(
     _check_finite(model, name_or_path)
     _check_labels(model, name_or_path)
     tokenizer = load_tokenizer(name_or_path, revision)
-    device = torch.device(device) if device else default_device()
+    _check_vocabulary(tokenizer, model, name_or_path)
     model.to(device).eval()
     return model, tokenizer
+
+
+def resolve_device(device: str | torch.device | None, option: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` this machine can run on (None: CUDA when available, else the CPU).
+
+    Raises ``ValueError`` naming ``option`` (``--device`` on the command line) and the fix for a name torch does
+    not know, the meta device, or CUDA/MPS that this torch or machine lacks.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if device is None or device == "":
+        return default_device()
+    fix = f"use {option} cpu, or leave {option} out (CUDA when available, else the CPU)"
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(
+            f"{option} {device!r} is not a device torch knows: expected cpu, cuda, cuda:N or mps"
+        ) from None
+    if chosen.type == "meta":  # tensors without data: every prediction would fail
+        raise ValueError(f"{option} {device}: the meta device holds no weights; {fix}")
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"{option} {device}: {why}; {fix}")
+        count = torch.cuda.device_count()
+        if chosen.index is not None and chosen.index >= count:
+            raise ValueError(f"{option} {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+        return chosen
+    backend = torch.backends.mps if chosen.type == "mps" else getattr(torch, chosen.type, None)
+    if hasattr(backend, "is_available") and not backend.is_available():
+        raise ValueError(f"{option} {device}: {chosen.type} is not available on this machine; {fix}")
+    return chosen
+
+
+def _explain_damaged_folder(folder: Path) -> None:
+    """Raise a ModelLoadError naming what is wrong in ``folder`` when it can be told: a config.json that is not
+    JSON, or weights whose shapes disagree with config.json (a label or a layer size edited by hand)."""
+    import json
+
+    config_file = folder / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(
+            f"{config_file} is not a readable JSON file ({err}); the folder is damaged: copy it again, or train "
+            "the model again"
+        ) from None
+    weights = folder / "model.safetensors"
+    if not isinstance(config, dict) or not weights.is_file():
+        return
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            stored = {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}
+        with torch.device("meta"):
+            expected = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
+    except Exception:  # the weights themselves are damaged: the caller's message says so
+        return
+    differ = []
+    for name, param in expected.state_dict().items():
+        for key in (name, name.split(".", 1)[-1]):
+            if key in stored and stored[key] != tuple(param.shape):
+                differ.append(f"{key}: weights {list(stored[key])}, config.json {list(param.shape)}")
+                break
+    if differ:
+        labels = len(config.get("id2label") or {})
+        raise ModelLoadError(
+            f"the weights in {weights} do not fit {config_file} ({_count(len(differ), 'tensor')}: "
+            f"{'; '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}). config.json names {labels} labels; "
+            "was it edited by hand, or copied from another model? Restore the folder's own config.json"
+        )
+
+
+def _check_vocabulary(tokenizer, model, source: str) -> None:
+    """The tokenizer must cover the model's embeddings: a folder missing tokenizer.json (or vocab.txt) loads
+    an empty vocabulary in transformers 5, and every document would then read as unknown characters."""
+    size, embeddings = len(tokenizer), model.config.vocab_size
+    if size > embeddings or size < 0.9 * embeddings:
+        raise ModelLoadError(
+            f"the tokenizer in {source} has {size:,} tokens but the model's embeddings {embeddings:,}: its "
+            "tokenizer.json / vocab.txt is missing, damaged or from another model. Copy the whole model folder "
+            "again (the files written beside model.safetensors belong together)"
+        )
 
 
 def default_device() -> torch.device:

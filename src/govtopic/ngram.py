@@ -389,6 +389,7 @@ class NgramChannel:
     @classmethod
     def load(cls, folder: str | Path) -> NgramChannel | None:
         """The channel kept in ``folder``, or None when it has none. A damaged channel is an error."""
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         from govtopic.modeling import ModelLoadError
@@ -417,7 +418,7 @@ class NgramChannel:
             if "full_classes" in meta:
                 channel.full_classes = [str(c) for c in meta["full_classes"]]
                 channel.coef_full, channel.bias_full = tensors["coef_full"], tensors["bias_full"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as err:
             raise ModelLoadError(
                 f"{folder}: the n-gram channel ({WEIGHTS_FILE}, {VOCAB_FILE}) cannot be read: {err}. Copy the "
                 "folder again, fit the channel again (python scripts/fit_ngram_channel.py MODEL_DIR), or delete "

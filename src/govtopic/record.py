@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from govtopic.config import ConfigError, LongDocConfig, _build, _short, check_long_doc
+from govtopic.labels import l1
 from govtopic.modeling import ModelLoadError
 from govtopic.normalize import NormalizeConfig
 
@@ -78,6 +79,7 @@ class ModelRecord:
         """
         problems: list[str] = []
         settings = _settings(config, problems)
+        _check_written_settings(settings, source, problems)
         mappings = {name: settings.pop(name) for name in _mapping_fields(cls) if name in settings}
         record = _build(cls, settings, PREFIX, problems)
         for name, value in mappings.items():
@@ -121,12 +123,78 @@ class ModelRecord:
                 problems.append(f"{PREFIX}.{name}: expected a finite value of at least 0, got {value}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             problems.append(f"{PREFIX}.temperature: expected a finite value above 0, got {self.temperature}")
+        if self.thresholds is not None:
+            _check_thresholds(self.thresholds, self.labels, problems)
+        if self.label_scheme is not None:
+            _check_label_scheme(self.label_scheme, problems)
         for key, digest in (self.data_sha256 or {}).items():
             if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
                 problems.append(
                     f"{PREFIX}.data_sha256.{key}: expected a sha256 (64 hex digits), got {_short(digest)}; "
                     "set it to null if the data file is unknown"
                 )
+
+
+_THRESHOLD_KEYS = ("precision", "margin", "l1", "full")
+
+
+def _check_thresholds(thresholds: dict[str, Any], labels: list[str], problems: list[str]) -> None:
+    """``govtopic.thresholds`` as ``govtopic calibrate-thresholds`` writes it: precision in (0, 1], margin in
+    [0, 1], and per-class score thresholds in [0, 1] (null: the class always goes to a person) for classes of
+    this model."""
+    where = f"{PREFIX}.thresholds"
+    fix = "; run `govtopic calibrate-thresholds` again to rewrite them"
+    for key in thresholds:
+        if key not in _THRESHOLD_KEYS:
+            problems.append(f"{where}.{key}: unknown key (expected {', '.join(_THRESHOLD_KEYS)}){fix}")
+
+    def number(value: Any, low: float, low_open: bool) -> bool:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return ok and (value > low if low_open else value >= low) and value <= 1
+
+    if not number(thresholds.get("precision"), 0.0, True):
+        problems.append(
+            f"{where}.precision: expected a value above 0 and at most 1, got {_short(thresholds.get('precision'))}{fix}"
+        )
+    margin = thresholds.get("margin", 0.0)
+    if margin is not None and not number(margin, 0.0, False):
+        problems.append(f"{where}.margin: expected a value from 0 to 1 (or null), got {_short(margin)}{fix}")
+    known = {"l1": {l1(label) for label in labels}, "full": set(labels)}
+    for level in ("l1", "full"):
+        per_class = thresholds.get(level, {})
+        if per_class is None:
+            continue
+        if not isinstance(per_class, dict):
+            problems.append(f"{where}.{level}: expected a mapping of class to threshold, got {_short(per_class)}{fix}")
+            continue
+        for name, value in per_class.items():
+            if name not in known[level]:
+                problems.append(f"{where}.{level}.{name}: not a class of this model (config.json id2label){fix}")
+            elif value is not None and not number(value, 0.0, False):
+                problems.append(
+                    f"{where}.{level}.{name}: expected a score from 0 to 1 or null, got {_short(value)}{fix}"
+                )
+
+
+def _check_label_scheme(scheme: dict[str, Any], problems: list[str]) -> None:
+    """``govtopic.label_scheme`` as ``LabelScheme.to_dict`` writes it."""
+    where = f"{PREFIX}.label_scheme"
+    if scheme.get("level", "full") not in ("full", "l1"):
+        problems.append(f"{where}.level: expected 'full' or 'l1', got {_short(scheme.get('level'))}")
+    label_map = scheme.get("label_map") or {}
+    if not isinstance(label_map, dict) or not all(isinstance(v, str) for v in label_map.values()):
+        problems.append(
+            f"{where}.label_map: expected a mapping of published spelling to label, got {_short(label_map)}"
+        )
+    taxonomy = scheme.get("taxonomy")
+    if taxonomy is not None and not (
+        isinstance(taxonomy, dict)
+        and all(isinstance(k, str) and (v is None or isinstance(v, list)) for k, v in taxonomy.items())
+    ):
+        problems.append(
+            f"{where}.taxonomy: expected a mapping of first-level class to its second-level classes, got "
+            f"{_short(taxonomy)}"
+        )
 
 
 def _mapping_fields(cls: type) -> list[str]:
@@ -150,6 +218,36 @@ def _settings(config: Any, problems: list[str]) -> dict[str, Any]:
         if name in settings:
             problems.append(f"{PREFIX}.{name}: unknown key (the label names are config.json's id2label)")
     return {k: v for k, v in settings.items() if k not in _FROM_ID2LABEL}
+
+
+# Settings every govtopic release has written: a record without them was cut by hand, and the defaults (512-token
+# windows, say) would predict differently from training.
+_ALWAYS_WRITTEN = ("long_doc", "normalize")
+# Files only govtopic writes into a model folder.
+_GOVTOPIC_FILES = ("govtopic_config.yaml", "ngram_channel.safetensors")
+
+
+def _check_written_settings(settings: dict[str, Any], source: str, problems: list[str]) -> None:
+    """A folder govtopic wrote must still hold its settings; a folder fine-tuned elsewhere has none and gets the
+    defaults."""
+    from pathlib import Path
+
+    if not settings:
+        folder = Path(source)
+        written = [name for name in _GOVTOPIC_FILES if (folder / name).is_file()] if folder.is_dir() else []
+        if written:
+            problems.append(
+                f"{PREFIX}: missing, but the folder holds {', '.join(written)}, which govtopic training writes; "
+                "without the settings the model would read documents differently from training (window length, "
+                "n-gram channel). Restore config.json from the original folder"
+            )
+        return
+    for name in _ALWAYS_WRITTEN:
+        if name not in settings:
+            problems.append(
+                f"{PREFIX}.{name}: missing (every govtopic release writes it); restore config.json from the original "
+                "folder"
+            )
 
 
 def _labels(config: Any, problems: list[str]) -> list[str]:
