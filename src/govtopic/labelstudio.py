@@ -5,7 +5,8 @@ r"""The review queue: documents a person should look at, most useful first, as J
 
 - ``queue.jsonl``: one document per line, least certain first (smallest gap between the two most probable
   classes at the level in doubt, then lowest score), with the model's label, its top alternatives, the evidence
-  passage and ``why`` it is there;
+  passage and ``why`` it is there; then, unranked, the documents the model could not read (empty, another
+  script) and those that could not be read from their file at all (``error``), so none is dropped;
 - ``label_studio_tasks.json``: the same documents as Label Studio tasks, the model's guess as a pre-annotation;
 - ``label_studio_config.xml``: a labelling config for the taxonomy: first-level Choices, then the second-level
   Choices of the chosen first level (``visibleWhen="choice-selected"``); each second-level choice stores the
@@ -16,13 +17,16 @@ The export of the finished project is a training source (``govtopic.corrections`
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from govtopic.fsutil import atomic_write_text, claim_folder
+from govtopic.fsutil import FileSafetyError, atomic_write_text, check_writable_path, claim_folder
 from govtopic.labels import SEP, l1
 from govtopic.review import describe
 
@@ -135,6 +139,112 @@ def _older_queue(path: Path) -> bool:
 
 
 QUEUE_FILES = ("queue.jsonl", "label_studio_tasks.json", "label_studio_config.xml")
+_FOLDER = ("review queue folder", "--output")
+
+
+def _check_queue_folder(path: Path) -> None:
+    """Refuse a queue folder that cannot be written (read-only, or under a file) before any work."""
+    if not path.exists():
+        check_writable_path(path, *_FOLDER)  # a new folder: the nearest existing folder above it must be writable
+    elif path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise FileSafetyError(
+            f"review queue folder {path} is read-only; make it writable or choose another folder (--output)"
+        )
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A folder that turns out not to be writable (a read-only file system, no permission) named with the fix."""
+    try:
+        yield
+    except OSError as err:
+        if not isinstance(err, PermissionError) and err.errno != errno.EROFS:
+            raise
+        raise FileSafetyError(
+            f"review queue folder {path} cannot be written ({err.strerror}: {err.filename}); make it writable or "
+            "choose another folder (--output)"
+        ) from err
+
+
+def _explicit_taxonomy(taxonomy: str) -> dict[str, list[str]]:
+    """The classes of a ``--taxonomy`` file, read before any work so that a wrong path fails at once."""
+    import yaml
+
+    if not Path(taxonomy).is_file():
+        raise ValueError(
+            f"--taxonomy {taxonomy}: no such file; pass a YAML file of first-level classes mapped to lists of "
+            "second-level classes, or leave --taxonomy out to use the model's"
+        )
+    try:
+        return taxonomy_classes([], taxonomy)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise ValueError(f"--taxonomy {taxonomy}: {err}") from err
+
+
+def _model_taxonomy(model_dir: str) -> str | None:
+    """The taxonomy file of the model's own config, when it is there."""
+    from govtopic.evaluation import saved_config
+
+    cfg = saved_config(model_dir)
+    return cfg.data.taxonomy if cfg.data.taxonomy and Path(cfg.data.taxonomy).is_file() else None
+
+
+def _not_read(rec) -> dict:
+    """A document that could not be read, as a queue line: no text, the problem as its reason."""
+    return {
+        "doc_id": rec.id or rec.source,
+        "source": rec.source,
+        "title": "",
+        "text": None,
+        "label": None,
+        "reason": rec.error,
+        "error": rec.error,
+        "why": f"not read: {rec.error}",
+    }
+
+
+def _predict_queue(clf, records, batch_size: int) -> tuple[list[dict], list[dict], dict]:
+    """Predict every record: the documents that need a person, the unranked ones (in input order), counts."""
+    counts = {"documents": 0, "automatic": 0, "queued": 0, "no_topic": 0, "read_errors": 0, "duplicate_ids": 0}
+    counts["by_reason"] = {}
+    queue, unranked, seen, duplicates = [], [], {}, {}  # seen: id -> its first source; duplicates: id -> sources
+    for chunk in _chunks(records, _CHUNK):
+        readable = [r for r in chunk if r.error is None]
+        results = iter(clf.predict([r.document() for r in readable], batch_size, _TOP_K, return_evidence=True))
+        for rec in chunk:
+            doc_id = rec.id or rec.source
+            if doc_id in seen:
+                duplicates.setdefault(doc_id, [seen[doc_id]]).append(rec.source)
+            seen.setdefault(doc_id, rec.source)
+            if rec.error is not None:
+                counts["read_errors"] += 1
+                logger.warning("%s: not read: %s", rec.source, rec.error)
+                unranked.append(_not_read(rec))
+                continue
+            res = next(results)
+            counts["documents"] += 1
+            item = {"doc_id": doc_id, "source": rec.source, "title": rec.title or "", "text": rec.text}
+            if res["label"] is None:
+                counts["no_topic"] += 1
+                unranked.append({**item, **res, "why": f"not read: {res.get('reason')}"})
+            elif res.get("needs_review"):
+                queue.append({**item, **res, "why": describe(res, clf.record.thresholds)})
+                reason = res["review_reason"]
+                counts["by_reason"][reason] = counts["by_reason"].get(reason, 0) + 1
+            else:
+                counts["automatic"] += 1
+    counts["duplicate_ids"] = sum(len(v) - 1 for v in duplicates.values())
+    if duplicates:
+        shown = ", ".join(f"{k!r} ({', '.join(v[:2])})" for k, v in list(duplicates.items())[:5])
+        logger.warning(
+            "%d document(s) repeat the id of an earlier document: %s%s. Their queue lines and Label Studio tasks "
+            "share a doc_id, so an export cannot tell them apart: give every document its own id (--id-column), "
+            "and pass each input once",
+            counts["duplicate_ids"],
+            shown,
+            ", ..." if len(duplicates) > 5 else "",
+        )
+    return queue, unranked, counts
 
 
 def write_review_queue(
@@ -149,6 +259,12 @@ def write_review_queue(
 ) -> dict:
     """Predict ``inputs`` and write the documents that need a person into ``output_dir`` (see the module doc).
 
+    Documents that cannot be read (a malformed line, an undecodable file, a ``text`` that is not text) are
+    listed in ``queue.jsonl`` after the ranked ones, unranked, with ``text: null``, the problem as ``error`` and
+    ``reason``, and ``why: "not read: ..."``; like empty documents they have no text to label, so they are not
+    Label Studio tasks. A document whose id an earlier one already has is queued as it is, counted and warned
+    about: an export names documents by id.
+
     Args:
         model_dir: a model folder whose record holds thresholds (``govtopic calibrate-thresholds``).
         inputs: .txt files, folders of them, or JSONL/CSV/Parquet tables (as ``govtopic predict`` reads them).
@@ -158,66 +274,55 @@ def write_review_queue(
         batch_size: windows per forward pass.
 
     Returns:
-        Counts (``documents``, ``automatic``, ``queued``, ``no_topic``: empty or unreadable text, listed last;
-        ``read_errors``: inputs that could not be read, ``by_reason``) and ``files``.
+        Counts (``documents`` read, ``automatic``, ``queued``, ``no_topic``: empty or unreadable text;
+        ``read_errors``: documents that could not be read from their file, both listed last; ``duplicate_ids``:
+        documents whose id an earlier one has; ``by_reason``) and ``files``.
 
     Example:
         >>> write_review_queue("runs/quickstart/model", ["inbox.jsonl"], "runs/quickstart/review")["queued"]
         12
     """
-    from govtopic.evaluation import saved_config
     from govtopic.inputs import Columns, check_inputs, iter_records
     from govtopic.predict import TopicClassifier
 
-    # Before any work: the queue folder must be new, empty, or an earlier queue (never a folder of the user's).
-    claim_folder(output_dir, "review queue", "--output", legacy=_older_queue)
-
+    # Before any work: the queue folder must be writable and new, empty, or an earlier queue (never a folder of
+    # the user's); the inputs and the taxonomy must be there.
+    out = Path(output_dir)
+    _check_queue_folder(out)
     check_inputs(inputs)
+    classes = _explicit_taxonomy(taxonomy) if taxonomy else None
+    with _writing(out):
+        claim_folder(out, "review queue", "--output", legacy=_older_queue)
+
     clf = TopicClassifier(model_dir)
     if not clf.record.thresholds:
         raise ValueError(
             f"{model_dir}: the model has no review thresholds (config.json govtopic.thresholds is empty); "
             f"fit them first: govtopic calibrate-thresholds {model_dir} [LABELLED_FILE] --precision 0.95"
         )
+    if classes is None:
+        classes = taxonomy_classes(clf.labels, _model_taxonomy(model_dir))
     title = clf.record.read_title_column(title_column)
     records = iter_records(inputs, Columns(text=text_column, id=id_column, title=title))
-    counts = {"documents": 0, "automatic": 0, "queued": 0, "read_errors": 0, "by_reason": {}}
-    queue, unreadable = [], []
-    for chunk in _chunks(records, _CHUNK):
-        readable = [r for r in chunk if r.error is None]
-        for rec in chunk:
-            if rec.error is not None:
-                counts["read_errors"] += 1
-                logger.warning("%s: not read: %s", rec.source, rec.error)
-        results = clf.predict([r.document() for r in readable], batch_size, _TOP_K, return_evidence=True)
-        for rec, res in zip(readable, results):
-            counts["documents"] += 1
-            item = {"doc_id": rec.id or rec.source, "source": rec.source, "title": rec.title or "", "text": rec.text}
-            if res["label"] is None:
-                unreadable.append({**item, **res, "why": f"not read: {res.get('reason')}"})
-            elif res.get("needs_review"):
-                queue.append({**item, **res, "why": describe(res, clf.record.thresholds)})
-                reason = res["review_reason"]
-                counts["by_reason"][reason] = counts["by_reason"].get(reason, 0) + 1
-            else:
-                counts["automatic"] += 1
+    queue, unranked, counts = _predict_queue(clf, records, batch_size)
     queue.sort(key=_priority)
     counts["queued"] = len(queue)
-    counts["no_topic"] = len(unreadable)  # empty or unreadable text: listed last, unranked
-    cfg = saved_config(model_dir)
-    if taxonomy is None and cfg.data.taxonomy and Path(cfg.data.taxonomy).is_file():
-        taxonomy = cfg.data.taxonomy
-    classes = taxonomy_classes(clf.labels, taxonomy)
-    out = Path(output_dir)
     lines = [json.dumps({"rank": i + 1, **x}, ensure_ascii=False) for i, x in enumerate(queue)]
-    lines += [json.dumps({"rank": None, **x}, ensure_ascii=False) for x in unreadable]
-    counts["files"] = {
-        "queue": atomic_write_text(out / "queue.jsonl", "".join(line + "\n" for line in lines)),
-        "label_studio_tasks": atomic_write_text(
-            out / "label_studio_tasks.json",
-            json.dumps([to_task(x, classes) for x in queue], ensure_ascii=False, indent=1) + "\n",
-        ),
-        "label_studio_config": atomic_write_text(out / "label_studio_config.xml", labelling_config(classes)),
-    }
+    lines += [json.dumps({"rank": None, **x}, ensure_ascii=False) for x in unranked]
+    tasks = [to_task(x, classes) for x in queue]  # unranked documents have no text to label
+    with _writing(out):
+        counts["files"] = {
+            "queue": atomic_write_text(out / "queue.jsonl", "".join(line + "\n" for line in lines)),
+            "label_studio_tasks": atomic_write_text(
+                out / "label_studio_tasks.json", json.dumps(tasks, ensure_ascii=False, indent=1) + "\n"
+            ),
+            "label_studio_config": atomic_write_text(out / "label_studio_config.xml", labelling_config(classes)),
+        }
     logger.info("%d of %d documents need a person; queue in %s", len(queue), counts["documents"], out)
+    if counts["read_errors"]:
+        logger.warning(
+            "%d document(s) could not be read: listed last in %s, unranked, with why 'not read: ...'",
+            counts["read_errors"],
+            out / "queue.jsonl",
+        )
     return counts
