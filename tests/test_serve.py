@@ -233,6 +233,7 @@ def test_a_full_queue_answers_503_with_retry_after(server, client, model):
     assert answer.status_code == 503
     assert answer.headers["Retry-After"] == "1"
     assert "--max-queue" in answer.json()["error"]
+    assert "this request's 16 document(s) do not fit in the queue (1 of --max-queue 16 taken)" in answer.json()["error"]
     assert client.post("/predict", json={"documents": ["城市规划"] * 16}).status_code == 200
 
 

@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,8 +31,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import govtopic
 from govtopic.serve_batching import Batcher, QueueFull
-from govtopic.serve_errors import BodyLimitMiddleware, problems_response, validation_problems
-from govtopic.serve_settings import ServeSettings
+from govtopic.serve_errors import (
+    BodyLimitMiddleware,
+    parse_problem,
+    problems_response,
+    validation_problems,
+)
+from govtopic.serve_settings import ServeSettings, check_device, check_port
 from govtopic.strategies import strategy_names
 
 # The long-document strategies a request may ask for: the registry's (govtopic.strategies).
@@ -63,6 +69,42 @@ class PredictRequest(BaseModel):
     top_k: int = Field(1, ge=1, le=100, description="alternatives to return when above 1")
     long_doc: Literal[_STRATEGIES] | None = Field(None, description="override the strategy")
     return_evidence: bool = Field(False, description="add the passage that most supports the label")
+
+
+class Problem(BaseModel):
+    field: str = Field(description="the field as the client wrote it (documents[3].title), or body")
+    problem: str = Field(description="what was expected and what was found")
+
+
+class ErrorBody(BaseModel):
+    """What every refusal and failure answers (4xx, 5xx)."""
+
+    error: str = Field(description="what was expected, what was found, and what to change")
+    problems: list[Problem] = Field(description="one entry per field at fault (empty for limits and the server)")
+
+
+class NotReady(BaseModel):
+    status: Literal["not ready"]
+    reason: str = Field(description="starting, shutting down, or the batching worker stopped")
+    queued_documents: int
+
+
+def _errors(described: dict[int, str]) -> dict:
+    """OpenAPI ``responses`` for error statuses, all answering ``ErrorBody``."""
+    return {code: {"model": ErrorBody, "description": text} for code, text in described.items()}
+
+
+# What /predict answers besides 200; declaring 422 also replaces FastAPI's own HTTPValidationError there.
+_PREDICT_ERRORS = _errors(
+    {
+        400: "malformed JSON (also nested too deeply, or a number too long) or a body that is not UTF-8",
+        413: "a body above --max-body-bytes",
+        415: "a body not sent with content-type: application/json",
+        422: "an invalid field, an empty body, more than --max-docs documents or one above --max-doc-chars",
+        500: 'the one document of a {"document": ...} request could not be predicted, or the server failed',
+        503: "the queue is full (--max-queue) or the server is shutting down; see Retry-After",
+    }
+)
 
 
 # ---------------------------------------------------------------- metrics
@@ -142,7 +184,7 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
     app.state.traffic = traffic
     # The last added runs first: count every answer, then admit /predict requests, then check the body.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, json_paths=frozenset({"/predict"}))
     app.add_middleware(_AdmitPredictions, batcher=batcher, traffic=traffic, settings=settings)
     app.add_middleware(_CountRequests, metrics=metrics)
 
@@ -153,9 +195,12 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _UNPARSED:  # FastAPI's words for JSON its parser gave up on
+            message, problem = parse_problem(exc.__cause__)
+            return problems_response(400, message, [{"field": "body", "problem": problem}])
         return problems_response(exc.status_code, str(exc.detail), [], headers=getattr(exc, "headers", None))
 
-    @app.post("/predict", summary="Topics of one document or several")
+    @app.post("/predict", summary="Topics of one document or several", responses=_PREDICT_ERRORS)
     async def predict(body: PredictRequest, request: Request) -> dict:
         """``{"document": D}`` gives ``{"result": R}``; ``{"documents": [D, ...]}`` gives ``{"results": [R, ...]}``
         in the same order. A document is a string (its text) or ``{"title", "text", "id"}``. A document that
@@ -166,11 +211,12 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         try:
             arrival = request.scope.get(_ARRIVAL)
             outcomes = await batcher.submit(docs, body.top_k, body.long_doc, body.return_evidence, arrival)
-        except QueueFull:
+        except QueueFull as full:
             return problems_response(
                 503,
-                f"the server is busy: {settings.max_queue} documents are already waiting (--max-queue); retry after "
-                f"{settings.retry_after_s} s, or start the server with a larger --max-queue",
+                f"the server is busy: this request's {len(docs)} document(s) do not fit in the queue ({full.queued} "
+                f"of --max-queue {settings.max_queue} taken); retry after {settings.retry_after_s} s, or start the "
+                "server with a larger --max-queue",
                 [],
                 headers={"Retry-After": str(settings.retry_after_s)},
             )
@@ -189,7 +235,11 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="Readiness: the model is loaded, the batching worker runs and no shutdown is under way")
+    @app.get(
+        "/ready",
+        summary="Readiness: the model is loaded, the batching worker runs and no shutdown is under way",
+        responses={503: {"model": NotReady, "description": "starting, shutting down or the worker stopped"}},
+    )
     async def ready() -> Response:
         queued = batcher.pending
         if traffic.draining:
@@ -214,6 +264,8 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     return app
 
 
+# FastAPI's detail for a body its JSON parser raised on with something other than a syntax error.
+_UNPARSED = "There was an error parsing the body"
 # The scope key under which _AdmitPredictions hands a request's Arrival to the endpoint.
 _ARRIVAL = "govtopic.arrival"
 
@@ -249,7 +301,10 @@ class _AdmitPredictions:
 
 
 class _CountRequests:
-    """ASGI middleware counting answered requests by path and status (the refusals of other middleware too)."""
+    """ASGI middleware counting answered requests by path and status (the refusals of other middleware too).
+
+    An exception that escapes the application (a bug) is logged and answered here as a JSON 500, so that it is
+    counted and the client gets the same kind of body as for any other error."""
 
     def __init__(self, app, metrics: _Metrics):
         self.app, self.metrics = app, metrics
@@ -259,12 +314,25 @@ class _CountRequests:
             return await self.app(scope, receive, send)
         path = scope["path"] if scope["path"] in _PATHS else "other"
 
+        started = False
+
         async def counted(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 self.metrics.requests.labels(path, str(message["status"])).inc()
             await send(message)
 
-        return await self.app(scope, receive, counted)
+        try:
+            await self.app(scope, receive, counted)
+        except Exception as err:  # noqa: BLE001 - answered and logged; uvicorn would answer a bare text 500
+            if started:  # too late for another answer: uvicorn logs it and closes the connection
+                raise
+            logger.exception("%s %s failed", scope.get("method"), scope["path"])
+            failure = problems_response(
+                500, f"internal server error ({type(err).__name__}); the server log has the details", []
+            )
+            await failure(scope, receive, counted)
 
 
 # Paths counted by name in the metrics; any other path is counted as "other" (bounded label values).
@@ -342,9 +410,15 @@ class DrainingServer(uvicorn.Server):
         >>> DrainingServer(uvicorn.Config(app, port=8000)).run()
     """
 
-    def __init__(self, config: uvicorn.Config):
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[int], None] | None = None):
         super().__init__(config)
-        self._signals = 0
+        self._signals, self._on_listening = 0, on_listening
+
+    async def startup(self, sockets=None) -> None:
+        """uvicorn's startup, then ``on_listening`` with the port bound."""
+        await super().startup(sockets)
+        if self._on_listening is not None and self.started and self.servers and self.servers[0].sockets:
+            self._on_listening(self.servers[0].sockets[0].getsockname()[1])
 
     def handle_exit(self, sig: int, frame) -> None:
         """Count the signal (a second one ends the drain), then let uvicorn handle it."""
@@ -377,14 +451,22 @@ class DrainingServer(uvicorn.Server):
             await asyncio.sleep(0.05)
 
 
-def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve ``app`` (from ``create_app``) with ``DrainingServer`` until SIGTERM or Ctrl-C, then drain and stop.
+def run(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    on_listening: Callable[[int], None] | None = None,
+) -> None:
+    """Serve ``app`` (from ``create_app``) with ``DrainingServer`` until SIGTERM or Ctrl-C, then drain and stop;
+    ``on_listening`` is called with the port once the server listens (port 0: any free port).
 
     Example:
         >>> run(create_app(TopicClassifier("runs/quickstart/model")), port=8000)
     """
+    check_port(port)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=60)
-    DrainingServer(config).run()
+    DrainingServer(config, on_listening).run()
 
 
 def serve(model, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None, **kw) -> None:
@@ -404,7 +486,12 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, settings: ServeSetti
 
     settings = settings or ServeSettings()
     settings.check()
+    check_port(port)
+    check_device(kw.get("device"))
     classifier = model if hasattr(model, "predict") else TopicClassifier(model, **kw)
     app = create_app(classifier, settings)
-    print(f"govtopic serve: http://{host}:{port} (docs: /docs, metrics: /metrics)", flush=True)
-    run(app, host=host, port=port)
+
+    def listening(bound: int) -> None:  # the port bound, which --port 0 leaves to the system
+        print(f"govtopic serve: http://{host}:{bound} (docs: /docs, metrics: /metrics)", flush=True)
+
+    run(app, host=host, port=port, on_listening=listening)

@@ -24,7 +24,11 @@ logger = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
-    """The queue holds ``max_queue`` documents already."""
+    """The documents submitted do not fit in the queue beside the ``queued`` documents already there."""
+
+    def __init__(self, queued: int):
+        super().__init__(f"{queued} documents queued")
+        self.queued = queued
 
 
 @dataclass
@@ -129,7 +133,7 @@ class Batcher:
                 if self._stopping:
                     raise RuntimeError("the batching worker has stopped: the server is shutting down")
                 if self._pending + len(documents) > self.settings.max_queue:
-                    raise QueueFull
+                    raise QueueFull(self._pending)
                 self._pending += len(documents)
                 self._items.extend(_Item(doc, options, fut, loop) for doc, fut in zip(documents, futures))
                 if arrival is not None:  # under the same lock (reentrant): the worker sees it queued or arriving

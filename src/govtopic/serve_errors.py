@@ -7,6 +7,8 @@ says what was expected, what was found and what to change (the request, or the s
 from __future__ import annotations
 
 import json
+import re
+import sys
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -17,6 +19,8 @@ from govtopic.strategies import strategy_names
 EXAMPLE = '{"document": "各区人民政府……"} or {"documents": [{"title": "...", "text": "..."}]}'
 # Union members pydantic names in an error's location ("documents.0.str"); the client never wrote them.
 _UNION_TAGS = {"str", "DocumentIn", "function-after[...]"}
+# Digits of the longest integer Python's JSON parser reads (sys.get_int_max_str_digits()).
+_DIGITS = sys.get_int_max_str_digits()
 
 
 def problems_response(
@@ -26,11 +30,16 @@ def problems_response(
 
 
 class BodyLimitMiddleware:
-    """ASGI middleware: refuses a body above ``limit`` bytes (413) and one that is not UTF-8 (400), before the
-    application reads it; bodies are read in full here (bounded by ``limit``) and handed on unchanged."""
+    """ASGI middleware: refuses a body above ``limit`` bytes (413), one that is not UTF-8 (400) and, on
+    ``json_paths``, one not sent as JSON (415), before the application reads it; bodies are read in full here
+    (bounded by ``limit``) and handed on unchanged.
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    A body whose content-type is not ``application/json`` is refused even when it holds valid JSON (curl's ``-d``
+    sends ``application/x-www-form-urlencoded``): a web page may send such a body to any address without the
+    browser asking the server first (CORS preflight), and FastAPI would otherwise hand it on as bytes."""
+
+    def __init__(self, app, limit: int, json_paths: frozenset[str] = frozenset()):
+        self.app, self.limit, self.json_paths = app, limit, json_paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -59,6 +68,9 @@ class BodyLimitMiddleware:
                 [{"field": "body", "problem": "not UTF-8"}],
             )
             return await response(scope, receive, send)
+        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        if body and scope["path"] in self.json_paths and not is_json(content_type):
+            return await not_json(content_type)(scope, receive, send)
         sent = False
 
         async def replay():
@@ -80,6 +92,37 @@ class BodyLimitMiddleware:
             headers={"Connection": "close"},  # the rest of the body is not read
         )
         await response(scope, receive, send)
+
+
+def is_json(content_type: str) -> bool:
+    """Whether a content-type header names JSON (``application/json``, ``application/problem+json``...)."""
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def not_json(content_type: str) -> JSONResponse:
+    """415 for a body sent with another content-type than JSON, saying how to send it."""
+    found = f"content-type {content_type!r}" if content_type else "no content-type"
+    return problems_response(
+        415,
+        f"the request body was sent with {found}: send it as JSON with the header content-type: application/json "
+        f"(curl: -H 'content-type: application/json'; Python: httpx.post(url, json=...)), such as {EXAMPLE}",
+        [{"field": "body", "problem": f"not sent as JSON ({found})"}],
+    )
+
+
+def parse_problem(cause: BaseException | None) -> tuple[str, str]:
+    """(message, problem) for a body that is JSON text the parser gave up on (FastAPI answers those with "There
+    was an error parsing the body" and keeps the parser's error as the cause)."""
+    if isinstance(cause, RecursionError):
+        reason = "nested too deeply (lists or objects within each other beyond Python's recursion limit)"
+    elif isinstance(cause, ValueError) and "digits" in str(cause):
+        digits = re.search(r"value has (\d+) digits", str(cause))
+        reason = f"a number of {digits[1] if digits else 'too many'} digits, above the limit of {_DIGITS} digits"
+    else:
+        reason = f"{type(cause).__name__}: {cause}" if cause is not None else "unreadable"
+    message = f"malformed JSON: {reason}; send a JSON object such as {EXAMPLE}"
+    return message, f"malformed JSON ({reason.split(' (')[0]})"
 
 
 def validation_problems(errors: list[dict[str, Any]]) -> tuple[int, str, list[dict]]:
@@ -134,7 +177,11 @@ def _field_name(loc: tuple) -> str:
 
 
 def _found(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    """The value a client sent, shortened; any value (bytes, a structure too deep to print) gives a string."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value) if isinstance(value, (bytes, bytearray)) else f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -21,9 +21,10 @@ class ServeSettings:
     max_batch_size: int = 32
     # Milliseconds the worker waits after the first document for others to join its batch.
     max_wait_ms: float = 5.0
-    # Documents waiting or being predicted at most; beyond it requests get 503 with Retry-After.
+    # Documents waiting or being predicted at most; beyond it requests get 503 with Retry-After. At least
+    # max_docs, so that the largest request allowed fits in an idle server's queue.
     max_queue: int = 1024
-    # Documents in one request at most (422 beyond it).
+    # Documents in one request at most (422 beyond it); at most max_queue.
     max_docs: int = 64
     # Characters of one document (title + text) at most (422 beyond it): about 50 pages of text.
     max_doc_chars: int = 100_000
@@ -39,19 +40,50 @@ class ServeSettings:
     drain_seconds: float = 0.0
 
     def check(self) -> None:
-        """Raise ValueError naming every setting out of range (all above 0; the waits may be 0)."""
-        bad = [
-            f.name
-            for f in dataclasses.fields(self)
-            if not (getattr(self, f.name) >= 0 if f.name in _MAY_BE_ZERO else getattr(self, f.name) > 0)
-        ]
-        if bad:
-            options = ", ".join("--" + name.replace("_", "-") for name in bad)
-            raise ValueError(
-                f"govtopic serve: {options} must be above 0 (--max-wait-ms, --drain-seconds: 0 or more), got "
-                f"{[getattr(self, n) for n in bad]}"
+        """Raise ValueError naming every setting out of range, one sentence each (all above 0; the waits may be
+        0), and a request limit the queue could never take (``max_docs`` above ``max_queue``)."""
+        problems = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            may_be_zero = field.name in _MAY_BE_ZERO
+            if not (value >= 0 if may_be_zero else value > 0):
+                problems.append(
+                    f"{_option(field.name)} must be {'0 or more' if may_be_zero else 'above 0'}, got {_shown(value)}"
+                )
+        if 0 < self.max_queue < self.max_docs:
+            problems.append(
+                f"--max-docs ({self.max_docs}) is above --max-queue ({self.max_queue}): a request of more than "
+                f"{self.max_queue} documents could never be queued; lower --max-docs or raise --max-queue"
             )
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def _option(name: str) -> str:
+    """The command-line option of a setting: ``max_wait_ms`` -> ``--max-wait-ms``."""
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value: float) -> str:
+    """A number as the user typed it: ``-5`` rather than ``-5.0``."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 # Settings for which 0 means "do not wait".
 _MAY_BE_ZERO = {"max_wait_ms", "drain_seconds"}
+
+
+def check_port(port: int) -> None:
+    """Raise ValueError unless ``port`` is one a server can listen on (0: any free port, printed once bound)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be 1 to 65535 (or 0 for any free port), got {port}")
+
+
+def check_device(device: str | None) -> None:
+    """Raise ValueError, before any model is loaded, when torch cannot run on ``device`` (None: CUDA when
+    available, else the CPU); the rules are ``govtopic.modeling.resolve_device``'s."""
+    if device is None:
+        return
+    from govtopic.modeling import resolve_device
+
+    resolve_device(device, "--device")
