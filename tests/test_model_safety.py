@@ -195,3 +195,31 @@ def test_a_device_this_machine_lacks_is_a_clear_error(tiny_model_dir, device, na
     with pytest.raises(ValueError) as info:
         TopicClassifier(tiny_model_dir, device=device)
     assert named in str(info.value)
+
+
+def test_a_misspelt_model_folder_in_a_training_config_is_named_before_any_work(tmp_path):
+    from govtopic.config import load_config
+    from govtopic.training import train
+
+    cfg = load_config(
+        "configs/quickstart.yaml",
+        [f"output_dir={tmp_path / 'run'}", "model.name_or_path=data/tokenizer/bert-base-chines"],
+    )
+    with pytest.raises(ModelLoadError) as info:
+        train(cfg)
+    assert "model.name_or_path: data/tokenizer/bert-base-chines does not exist" in str(info.value)
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_the_pickle_refusal_gives_a_conversion_the_command_line_can_use(tiny_model_copy):
+    import torch
+    from safetensors.torch import load_file
+
+    weights = tiny_model_copy / "model.safetensors"
+    torch.save(load_file(str(weights)), tiny_model_copy / "pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(ModelLoadError) as info:
+        TopicClassifier(tiny_model_copy)
+    command = str(info.value).split('convert it once: python -c "', 1)[1].split('"', 1)[0]
+    exec(command)  # the message's own conversion, run as a user would paste it
+    assert weights.is_file() and TopicClassifier(tiny_model_copy).predict("城市规划")["label"]

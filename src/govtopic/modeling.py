@@ -37,11 +37,34 @@ def _check_local_folder(path: Path, allow_pickle: bool, need_weights: bool = Tru
     if not has_safe and has_pickle and not allow_pickle:
         raise ModelLoadError(
             f"{path} holds only pickle weights (pytorch_model.bin), which can run arbitrary code when "
-            "loaded. Convert them to safetensors, or, if you trust the folder, set model.allow_pickle: true "
-            "(predict(..., allow_pickle=True))."
+            "loaded; govtopic's commands read safetensors only. If you trust the folder, convert it once: "
+            f'python -c "from transformers import AutoModelForSequenceClassification as M; '
+            f"M.from_pretrained('{path}', use_safetensors=False).save_pretrained('{path}', "
+            'safe_serialization=True)" (or, in Python, TopicClassifier(folder, allow_pickle=True); in a training '
+            "config, model.allow_pickle: true)."
         )
     if not has_safe and not has_pickle:
         raise ModelLoadError(f"{path} has no weights file (model.safetensors); the folder is incomplete")
+
+
+def looks_local(name_or_path: str) -> bool:
+    """A path rather than a Hub id (``name`` or ``org/name``): it starts with ``.``, ``/`` or ``~``, or has more
+    than one ``/``."""
+    return name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+
+
+def check_model_sources(cfg: ModelConfig) -> None:
+    """Before any work: ``model.name_or_path`` and ``model.tokenizer``, when they are paths, must be folders.
+
+    Raises ``ModelLoadError`` naming the setting; a Hub id is left to the download (offline: a clear error then).
+    """
+    for setting, value in (("model.name_or_path", cfg.name_or_path), ("model.tokenizer", cfg.tokenizer)):
+        if value and looks_local(value) and not Path(value).expanduser().is_dir():
+            state = "is a file, not a folder" if Path(value).expanduser().exists() else "does not exist"
+            raise ModelLoadError(
+                f"{setting}: {value} {state} (paths are read from {Path.cwd()}); point it at a model or tokenizer "
+                "folder, or give a Hub id such as bert-base-chinese"
+            )
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None):
@@ -198,7 +221,7 @@ def load_for_inference(
         if not local.is_dir():
             raise ModelLoadError(f"{local} is a file; pass the model folder that holds config.json")
         _check_local_folder(local, allow_pickle)
-    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+    elif looks_local(name_or_path):
         raise ModelLoadError(f"model folder {name_or_path} does not exist")
     device = resolve_device(device)
     try:

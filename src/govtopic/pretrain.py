@@ -19,7 +19,7 @@ from govtopic import pooling
 from govtopic.config import Config
 from govtopic.data import document_text, file_format, read_table
 from govtopic.fsutil import replace_dir
-from govtopic.modeling import load_tokenizer
+from govtopic.modeling import check_model_sources, load_tokenizer
 from govtopic.normalize import normalize_many
 from govtopic.windows import tokenize
 
@@ -170,6 +170,7 @@ def pretrain(cfg: Config) -> Path:
     from govtopic.training import last_checkpoint, training_arguments
 
     started = time.time()
+    check_model_sources(cfg.model)
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,13 @@ from govtopic.config import Config, ConfigError
 from govtopic.data import LabelledData, load_labelled
 from govtopic.fsutil import replace_dir
 from govtopic.losses import MixedDepthLoss, balanced_sample_weights, balanced_weights
-from govtopic.modeling import autocast_dtype, build_for_training, default_device, load_tokenizer
+from govtopic.modeling import (
+    autocast_dtype,
+    build_for_training,
+    check_model_sources,
+    default_device,
+    load_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +196,7 @@ def train(cfg: Config) -> Path:
     from govtopic.validation import make_trainer_class
 
     started = time.time()
+    check_model_sources(cfg.model)
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.output_dir)
     checkpoint_dir = run_dir / "checkpoints"
