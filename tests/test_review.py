@@ -256,3 +256,23 @@ def test_a_class_seen_a_few_times_is_judged_with_the_whole_model():
     assert "卫生、体育" in report["l1"]["never_automatic"] and report["prior_docs"] == 30
     city = CITY.split("\\")[0]
     assert abs(pooled["l1"][city] - alone["l1"][city]) < 0.05
+
+
+def test_a_read_only_model_folder_is_refused_before_scoring(tiny_model_copy, tmp_path, monkeypatch, capsys):
+    """The thresholds go into the folder's config.json: a folder that cannot take them fails at once, with the
+    fix, not after the documents are scored."""
+    import os
+
+    import govtopic.evaluation as evaluation
+
+    real_access = os.access
+    monkeypatch.setattr(
+        evaluation.os, "access", lambda p, mode: False if Path(p) == tiny_model_copy else real_access(p, mode)
+    )
+    scored = []
+    monkeypatch.setattr(evaluation.TopicClassifier, "document_logits", lambda *a, **k: scored.append(1))
+    before = (tiny_model_copy / "config.json").read_bytes()
+    assert main(["calibrate-thresholds", str(tiny_model_copy), str(_labelled_file(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert "is read-only" in err and "calibrate the copy" in err
+    assert not scored and (tiny_model_copy / "config.json").read_bytes() == before

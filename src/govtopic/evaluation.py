@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -313,6 +314,17 @@ def evaluate(
     return evaluate_split(Path(model_dir), data, out, cfg, train_split, meta, long_doc=long_doc)
 
 
+def _check_record_writable(model_dir: str | Path) -> None:
+    """Calibration stores its thresholds in the folder's config.json: a folder that cannot take them is refused
+    before the documents are scored."""
+    folder = Path(model_dir)
+    if folder.is_dir() and not (os.access(folder, os.W_OK) and os.access(folder / "config.json", os.W_OK)):
+        raise ValueError(
+            f"model folder {folder} is read-only, and calibrate-thresholds stores the thresholds in its config.json; "
+            f"copy the folder somewhere writable (cp -r {folder} {folder.name}-reviewed) and calibrate the copy"
+        )
+
+
 def calibrate_thresholds(
     model_dir: str,
     data_file: str | None = None,
@@ -345,6 +357,7 @@ def calibrate_thresholds(
     """
     prior = PRIOR_DOCS if prior_docs is None else prior_docs
     check_fit_args(precision, margin, prior)  # before reading or scoring anything
+    _check_record_writable(model_dir)
     cfg = saved_config(model_dir)
     if data_file is None:
         data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
