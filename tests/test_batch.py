@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +197,62 @@ def test_csv_row_with_more_fields_than_the_header_is_an_error(tmp_path):
     assert "3 fields" in rows["2"].error and "header has 2" in rows["2"].error
     assert "1 field" in rows["3"].error
     assert rows["4"].text == "司法"
+
+
+def test_a_title_or_id_column_the_user_named_must_be_in_the_table(tiny_model_dir, tmp_path):
+    from govtopic.inputs import Columns
+
+    (tmp_path / "t.jsonl").write_text('{"id": "x1", "title": "通知", "text": "法院审理案件"}\n', encoding="utf-8")
+    (tmp_path / "t.csv").write_text("id,title,text\nc1,通知,环境保护条例\n", encoding="utf-8")
+    tables = [str(tmp_path / "t.jsonl"), str(tmp_path / "t.csv")]
+    for named in ({"title": "nope", "named_title": True}, {"id": "nope", "named_id": True}):
+        recs = list(iter_records(tables, Columns(**named)))
+        assert [r.source.rsplit("/", 1)[-1] for r in recs] == ["t.jsonl", "t.csv"]  # one error per file
+        option = "--title-column" if "title" in named else "--id-column"
+        assert all(f"'nope' column (use {option})" in r.error for r in recs)
+    out = tmp_path / "out.jsonl"
+    counts = predict_files(tables, str(tiny_model_dir), out, title_column="nope", progress=False)
+    assert counts["predicted"] == 0 and counts["errors"] == 2
+    # The model's own title column (not named by the user) may be absent: those tables are read as before.
+    (tmp_path / "plain.csv").write_text("id,text\nc1,环境保护条例\n", encoding="utf-8")
+    counts = predict_files([str(tmp_path / "plain.csv")], str(tiny_model_dir), tmp_path / "p.jsonl", progress=False)
+    assert counts["predicted"] == 1 and counts["errors"] == 0
+
+
+def test_hidden_and_macos_copies_in_a_folder_are_passed_over(tmp_path):
+    folder = tmp_path / "docs"
+    (folder / "__MACOSX").mkdir(parents=True)
+    (folder / "doc.txt").write_text("城市规划", encoding="utf-8")
+    for hidden in ("._doc.txt", "__MACOSX/._doc.txt"):
+        (folder / hidden).write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (folder / ".hidden.txt").write_text("法院审理案件", encoding="utf-8")
+    recs = list(iter_records([str(folder)]))
+    assert [(r.source.rsplit("/", 1)[-1], r.error) for r in recs] == [("doc.txt", None)]
+
+
+def test_inputs_that_overlap_read_each_file_once(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    Path("in/a.txt").write_text("城市规划", encoding="utf-8")
+    Path("in/b.txt").write_text("法院审理案件", encoding="utf-8")
+    counts = predict_files(["in/a.txt", "./in", "in/"], str(tiny_model_dir), "dup.jsonl", progress=False)
+    assert counts["predicted"] == 2
+    assert sorted(r["id"] for r in read_jsonl(tmp_path / "dup.jsonl")) == ["a", "b"]
+    assert "already read through an earlier input" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["og.jsonl.gz", "results.csv", "results.parquet"])
+def test_an_output_named_as_another_format_is_refused_before_any_work(tiny_model_dir, tmp_path, name):
+    (tmp_path / "a.txt").write_text("城市规划", encoding="utf-8")
+    with pytest.raises(ValueError, match="writes results as plain JSON lines; name it .jsonl"):
+        predict_files([str(tmp_path / "a.txt")], str(tiny_model_dir), tmp_path / name, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_an_empty_jsonl_or_json_array_is_an_error_like_an_empty_csv(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    (tmp_path / "blank.jsonl").write_text("\n\n", encoding="utf-8")
+    (tmp_path / "none.json").write_text("[]", encoding="utf-8")
+    recs = list(iter_records([str(tmp_path / n) for n in ("empty.jsonl", "blank.jsonl", "none.json")]))
+    assert [r.source.rsplit("/", 1)[-1] for r in recs] == ["empty.jsonl", "blank.jsonl", "none.json"]
+    assert all("the file is empty" in r.error for r in recs)

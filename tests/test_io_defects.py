@@ -183,3 +183,21 @@ def test_training_csv_in_an_unknown_encoding_names_the_line(tmp_path):
     path.write_bytes(path.read_bytes() + b"r2,\xff\xfe,\xe5\n")
     with pytest.raises(DataError, match="line 3: bytes that are not UTF-8 or GB18030"):
         read_table(path)
+
+
+def test_ctrl_c_before_anything_was_written_does_not_claim_results_were_kept(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    import govtopic.batch as batch
+
+    table = tmp_path / "docs.jsonl"
+    table.write_text("".join(json.dumps({"id": f"d{i}", "text": "城市规划"}) + "\n" for i in range(10)))
+    out = tmp_path / "pred.jsonl"
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "_flush", interrupted)
+    assert main(["predict", str(tiny_model_dir), str(table), "--output", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "no document was finished yet" in err and "kept in" not in err

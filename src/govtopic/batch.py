@@ -28,6 +28,15 @@ from govtopic.fsutil import (
     same_file,
 )
 from govtopic.inputs import Columns, InputError, Record, check_inputs, iter_records, reads
+from govtopic.resume import (
+    Done,
+    check_settings,
+    fingerprint,
+    kept_after_interrupt,
+    run_settings,
+    settings_file,
+    verify_results,
+)
 
 # Names that callers of earlier releases imported from here.
 __all__ = [
@@ -38,6 +47,7 @@ __all__ = [
     "check_inputs",
     "check_not_an_input",
     "iter_records",
+    "kept_after_interrupt",
     "predict_files",
 ]
 
@@ -49,6 +59,20 @@ ERRORS = ("errors file", "--errors")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Names that promise another format than the JSON lines govtopic writes: (suffix, what readers would expect).
+_OTHER_FORMATS = {
+    ".gz": "gzip",
+    ".bz2": "bzip2",
+    ".xz": "xz",
+    ".zst": "zstandard",
+    ".zip": "zip",
+    ".csv": "CSV",
+    ".tsv": "TSV",
+    ".parquet": "Parquet",
+    ".json": "JSON (one value)",
+    ".xlsx": "Excel",
+    ".xls": "Excel",
+}
 
 
 def check_outputs(inputs: list[str], output: Path, errors: Path) -> None:
@@ -86,7 +110,17 @@ def check_not_an_input(inputs: list[str], path: Path, what: str, option: str) ->
 def _file_path(path: str | Path, what: str, option: str) -> Path:
     if str(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file named like the folder
         raise FileSafetyError(f"{what} {path} names a folder; expected a file path ({option}), e.g. {path}out.jsonl")
-    return Path(path)
+    path = Path(path)
+    fmt = _OTHER_FORMATS.get(path.suffix.lower())
+    if fmt:
+        stem = path.name
+        while Path(stem).suffix.lower() in (*_OTHER_FORMATS, ".jsonl"):
+            stem = Path(stem).stem
+        raise ValueError(
+            f"{what} {path} is named as a {fmt} file, but govtopic writes results as plain JSON lines; "
+            f"name it .jsonl ({option}), e.g. {path.with_name(stem + '.jsonl')}"
+        )
+    return path
 
 
 def _default_errors(output: Path) -> Path:
@@ -100,67 +134,6 @@ def json_line(row: dict) -> str:
     UTF-8 cannot hold; they are written as ``\\udcXX`` escapes, which read back as the same name on resume.
     """
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(row, ensure_ascii=False))
-
-
-def _source_of(line: bytes) -> str | None:
-    """The ``source`` of a result or error line govtopic wrote; None for anything else."""
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return None
-    source = row.get("source") if isinstance(row, dict) else None
-    return source if isinstance(source, str) else None
-
-
-def _not_ours(path: Path, number: int) -> FileSafetyError:
-    return FileSafetyError(
-        f"line {number} of {path} is not a govtopic result (a JSON object with a 'source'), so the file was "
-        "changed after govtopic wrote it; govtopic will not append to it, cut it or delete it: choose another "
-        "path, or delete the file yourself if you no longer need it"
-    )
-
-
-def _verify_results(path: Path) -> None:
-    """Refuse an output whose first line is not a govtopic result (a lone cut-short line is accepted)."""
-    with open(path, "rb") as fh:
-        first = fh.readline(1 << 20)
-    if first.endswith(b"\n") and first.strip() and _source_of(first) is None:
-        raise _not_ours(path, 1)
-
-
-def source_key(source: str) -> str:
-    """``source`` with its path made absolute and resolved, so that a rerun naming the inputs another way
-    (``inbox``, ``./inbox/``, ``/home/me/inbox``, a link to it) recognises the documents already done.
-
-    Example:
-        >>> source_key("inbox/a.jsonl:3") == source_key(os.path.abspath("inbox/a.jsonl") + ":3")
-        True
-    """
-    path, sep, tail = source.rpartition(":")
-    if not (sep and tail.isdigit()):  # a .txt file: the source is its path
-        path, tail = source, None
-    key = os.path.realpath(path)
-    return key if tail is None else f"{key}:{tail}"
-
-
-def _done_sources(output: Path) -> set[str]:
-    """Sources already in a govtopic output (as ``source_key``s); a last line cut short by a crash is removed
-    first."""
-    if not output.exists():
-        return set()
-    data = output.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    done = set()
-    for number, line in enumerate(data[:keep].splitlines(), 1):
-        if line.strip():
-            source = _source_of(line)
-            if source is None:
-                raise _not_ours(output, number)
-            done.add(source_key(source))
-    if keep < len(data):
-        with open(output, "r+b") as fh:
-            fh.truncate(keep)
-    return done
 
 
 @dataclass
@@ -211,8 +184,8 @@ def predict_files(
     job = dataclasses.replace(job, progress=job.progress and state.is_main_process)
     with ExitStack() as held:
         if state.is_main_process:  # the merged files are written by this process only
-            held.enter_context(claim_output(output, *OUTPUT, verify=_verify_results))
-            held.enter_context(claim_output(errors, *ERRORS, verify=_verify_results))
+            held.enter_context(claim_output(output, *OUTPUT, verify=verify_results))
+            held.enter_context(claim_output(errors, *ERRORS, verify=verify_results))
         counts = _predict_shard(inputs, job, part, part_errors, state.process_index, world)
         state.wait_for_everyone()
         if state.is_main_process:
@@ -234,6 +207,7 @@ def _merge_parts(target: Path, world: int) -> None:
     for rank in range(world):
         part = target.with_name(f"{target.name}.part{rank}")
         part.unlink(missing_ok=True)
+        settings_file(part).unlink(missing_ok=True)
         release_output(part)
 
 
@@ -241,67 +215,44 @@ def _predict_shard(inputs: list[str], job: Job, output: Path, errors: Path, rank
     """This process's share (every ``world``-th document from ``rank``), appended to ``output``."""
     from govtopic.predict import get_classifier
 
+    settings = run_settings(job)
     with (
-        claim_output(output, *OUTPUT, verify=_verify_results),
-        claim_output(errors, *ERRORS, verify=_verify_results),
+        claim_output(output, *OUTPUT, verify=verify_results),
+        claim_output(errors, *ERRORS, verify=verify_results),
     ):
         if not job.resume:  # both are govtopic's own files, held by this run: start them over
             os.truncate(output, 0)
             os.truncate(errors, 0)
-        done = _Done(_done_sources(output), _done_sources(errors))
-        if done.predicted & done.failed:  # fixed and predicted by a run that was then interrupted
-            _drop_errors(errors, done.predicted & done.failed)
+        check_settings(output, settings)
+        done = Done.of(output, errors)
+        atomic_write_text(settings_file(output), json.dumps(settings, ensure_ascii=False, indent=1))
         with open(output, "a", encoding="utf-8") as out, open(errors, "a", encoding="utf-8") as err:
             clf = get_classifier(job.model)
-            title = clf.record.read_title_column(job.title_column)
-            columns = Columns(job.text_column, job.id_column, title)
+            columns = Columns.from_options(job.text_column, job.id_column, job.title_column, clf.record)
             counts = _predict_records(iter_records(inputs, columns), clf, job, out, err, done, rank, world)
-        if done.retried:  # documents fixed since an earlier run: their old error no longer holds
-            _drop_errors(errors, done.retried)
+        done.tidy(output, errors)
+    if done.changed:
+        logger.warning(
+            "%d document(s) changed since %s was written (an input was edited): predicted again, their old "
+            "results removed",
+            len(done.changed),
+            output,
+        )
     counts["output"], counts["errors_file"] = str(output), str(errors)
     return counts
 
 
-@dataclass
-class _Done:
-    """What earlier runs into the same output did: documents predicted, and documents reported unreadable."""
-
-    predicted: set[str]
-    failed: set[str]
-    retried: set[str] = dataclasses.field(default_factory=set)
-
-    def skip(self, rec: Record) -> bool:
-        """Whether ``rec`` is done: predicted before, or still unreadable and already reported.
-
-        A document reported unreadable before that now reads (the user fixed the file) is predicted again.
-        """
-        key = source_key(rec.source)
-        if key in self.predicted:
-            return True
-        if key in self.failed:
-            if rec.error:
-                return True
-            self.retried.add(key)
-        return False
-
-
-def _drop_errors(errors: Path, sources: set[str]) -> None:
-    """Remove the lines of ``sources`` (``source_key``s) from a govtopic errors file (held by this run)."""
-    lines = errors.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [x for x in lines if x.strip() and source_key(_source_of(x.encode()) or "") not in sources]
-    atomic_write_text(errors, "".join(kept))
-
-
-def _predict_records(records: Iterator[Record], clf, job: Job, out, err, done: _Done, rank: int, world: int) -> dict:
+def _predict_records(records: Iterator[Record], clf, job: Job, out, err, done: Done, rank: int, world: int) -> dict:
     counts = {"predicted": 0, "skipped_done": 0, "errors": 0}
     started = time.time()
     bar = _bar(job.progress)
     pending: list[Record] = []
     for position, rec in enumerate(records):
+        key = done.key(rec)
         if position % world != rank:
             continue
         rec.position = position if world > 1 else None
-        if done.skip(rec):
+        if done.skip(rec, key):
             counts["skipped_done"] += 1
             continue
         if rec.error:
@@ -314,6 +265,7 @@ def _predict_records(records: Iterator[Record], clf, job: Job, out, err, done: _
             _flush(clf, pending, out, job, counts, bar)
     _flush(clf, pending, out, job, counts, bar)
     bar.close()
+    counts["changed"] = len(done.changed)
     counts["seconds"] = round(time.time() - started, 2)
     counts["docs_per_second"] = round(counts["predicted"] / max(counts["seconds"], 1e-9), 1)
     return counts
@@ -339,7 +291,7 @@ def _flush(clf, pending: list[Record], out, job: Job, counts: dict, bar) -> None
     )
     lines = []
     for rec, res in zip(pending, results):
-        row = {"source": rec.source, "id": rec.id, **res}
+        row = {"source": rec.source, "id": rec.id, **res, "fingerprint": fingerprint(rec)}
         if rec.position is not None:
             row["position"] = rec.position
         lines.append(json_line(row))

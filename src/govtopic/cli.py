@@ -481,10 +481,9 @@ def main(argv: list[str] | None = None) -> int:
 def _kept(args) -> str:
     """What an interrupted command kept, and how to go on."""
     if args.command == "predict":
-        return (
-            f"; the results finished so far are kept in {args.output}: run the same command again to predict "
-            "the rest (documents already there are skipped)"
-        )
+        from govtopic.batch import kept_after_interrupt
+
+        return "; " + kept_after_interrupt(args.output)
     return ""
 
 

@@ -107,31 +107,39 @@ def _decodes(raw: bytes, encoding: str) -> bool:
 def open_text(path: Path):
     """A text stream over a table file (gzip or plain), in the encoding its first ``ENCODING_SAMPLE`` bytes show.
 
-    UTF-8 unless those bytes say otherwise: a byte-order mark, or bytes that are not UTF-8, which are then read as
-    GB18030 or Big5 (``detect_chinese_encoding`` on the non-ASCII part of the sample, so that an ASCII header
-    decides nothing). Bytes the chosen encoding cannot decode become lone surrogates (``UNDECODED``), reported
-    per row by the reader, never a stop.
+    UTF-8 unless those bytes say otherwise: a byte-order mark, or lines that are mostly not UTF-8, which are then
+    read as GB18030 or Big5 (``detect_chinese_encoding`` on those lines alone, so that an ASCII header decides
+    nothing). A UTF-8 file with a few bad bytes stays UTF-8. Bytes the chosen encoding cannot decode become lone
+    surrogates (``UNDECODED``), reported per row by the reader, never a stop.
     """
     raw = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
     head = raw.read(ENCODING_SAMPLE)
     raw.seek(0)
-    encoding = bom_encoding(head) or "utf-8-sig"
-    try:
-        if encoding == "utf-8-sig":
-            head.decode("utf-8")
-    except UnicodeDecodeError as err:
-        if err.start < len(head) - 4:  # not just a character cut at the end of the sample
-            line = head.rfind(b"\n", 0, err.start) + 1  # lines start on a character, unlike err.start
-            encoding = detect_chinese_encoding(_whole_characters(head[line:])) or "gb18030"
+    encoding = bom_encoding(head) or _sample_encoding(head)
     return io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
 
 
+def _sample_encoding(head: bytes) -> str:
+    """``"utf-8-sig"`` unless most lines of ``head`` that hold non-ASCII bytes are not UTF-8; then the Chinese
+    encoding those lines are in."""
+    try:
+        head.decode("utf-8")
+        return "utf-8-sig"
+    except UnicodeDecodeError as err:
+        if err.start >= len(head) - 4:  # only a character cut at the end of the sample
+            return "utf-8-sig"
+    whole_lines = head[: head.rfind(b"\n") + 1]
+    lines = [line for line in whole_lines.split(b"\n") if not line.isascii()]
+    if not lines:  # one row longer than the sample: its start, cut to whole characters
+        lines = [_whole_characters(head)]
+    other = [line for line in lines if not _decodes(line, "utf-8")]
+    if 2 * len(other) <= len(lines):  # UTF-8 with some bad bytes: those rows are reported, the rest read
+        return "utf-8-sig"
+    return detect_chinese_encoding(b"\n".join(other)) or "gb18030"
+
+
 def _whole_characters(sample: bytes) -> bytes:
-    """``sample`` cut to whole characters: to its last line break when that keeps some non-ASCII text, else (one
-    long row) by the one to three bytes of a character the end of the sample may have split."""
-    cut = sample.rfind(b"\n") + 1
-    if cut and not sample[:cut].isascii():
-        return sample[:cut]
+    """``sample`` without the one to three bytes of a character its end may have split."""
     for end in range(len(sample), max(len(sample) - 4, 0), -1):
         if any(_decodes(sample[:end], encoding) for encoding in CHINESE_ENCODINGS):
             return sample[:end]

@@ -14,6 +14,7 @@ import csv
 import gzip
 import io
 import json
+import logging
 import os
 import sys
 import zlib
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from govtopic.encodings import ENCODING_SAMPLE, UNDECODED, UNREADABLE, bom_encoding, decode_bytes, open_text
 from govtopic.fsutil import identity, same_file, written_by_govtopic
+
+logger = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 # Files that are not text whatever their name says: (how they start, what they are).
@@ -49,6 +52,36 @@ class Columns:
     id: str = "id"
     # The title column (the model's own by default); titles are read by the model's title rule.
     title: str | None = None
+    # Columns the user named (--id-column, --title-column): a table without one is an error, as for the text
+    # column. A default (``id``, the model's title column) may be absent: ids are then null, titles empty.
+    named_id: bool = False
+    named_title: bool = False
+
+    @classmethod
+    def from_options(cls, text: str, id: str, title: str | None, record) -> Columns:
+        """The columns a command's options name, read by the model ``record``'s title rule: ``title`` None takes
+        the model's own title column (which a table may lack), anything else was named by the user (and must be
+        there), ``""`` for none; an ``id`` other than the default ``id`` was named too.
+
+        Example:
+            >>> Columns.from_options("text", "id", "标题", clf.record)
+            Columns(text='text', id='id', title='标题', named_id=False, named_title=True)
+        """
+        return cls(text, id, record.read_title_column(title), named_id=id != cls.id, named_title=title is not None)
+
+    def missing(self, names, text_optional: bool = False) -> str | None:
+        """What a table with columns ``names`` lacks of the columns it must have, as an error message; None
+        when it has them all.
+
+        Example:
+            >>> Columns(title="标题", named_title=True).missing(["id", "text"])
+            "no '标题' column (use --title-column)"
+        """
+        wanted = [] if text_optional else [(self.text, "--text-column")]
+        wanted += [(self.id, "--id-column")] if self.named_id else []
+        wanted += [(self.title, "--title-column")] if self.named_title and self.title else []
+        absent = [f"no {name!r} column (use {option})" for name, option in wanted if name not in names]
+        return "; ".join(absent) or None
 
 
 @dataclass
@@ -95,24 +128,54 @@ def is_txt(path: Path) -> bool:
     return name.endswith(".txt") or name.endswith(".txt.gz")
 
 
-def _read_folder(folder: Path) -> Iterator[Record]:
+def _read_folder(folder: Path, seen: _Seen) -> Iterator[Record]:
     """The .txt files of a folder (sorted), and an error record for every other file a person put there.
 
-    Hidden files, system files (Thumbs.db, Office lock files) and govtopic's own outputs are passed over.
+    Hidden files (``.name``, and so macOS's ``._name`` and ``__MACOSX/._name`` copies), system files
+    (Thumbs.db, Office lock files) and govtopic's own outputs are passed over, whatever their name ends with.
+    A file already read through an earlier input is not read again.
     """
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not _passed_over(p, folder))
     if not any(is_txt(p) for p in files):
         yield Record(str(folder), error="folder holds no .txt files")
     for path in files:
+        if not seen.first(path, folder):
+            continue
         if is_txt(path):
             yield _read_txt(path)
-        elif not _passed_over(path, folder):
+        else:
             kind = "".join(path.suffixes[-2:]) or "no extension"
             yield Record(
                 str(path),
                 _doc_id(path),
                 error=f"not a .txt file ({kind}): only .txt files are read from a folder; save the document as "
                 ".txt (UTF-8), or pass a .jsonl/.csv/.tsv/.parquet table as an input of its own",
+            )
+
+
+class _Seen:
+    """The files read so far in one pass over the inputs, so that inputs that overlap (a file and the folder
+    that holds it, a folder named twice) read each file once."""
+
+    def __init__(self):
+        self.files: set = set()
+        self.repeated: dict[str, int] = {}  # input -> files of it read already through an earlier input
+
+    def first(self, path: Path, item: str | Path) -> bool:
+        """Whether ``path`` (reached through input ``item``) is read for the first time."""
+        key = identity(path) or os.path.realpath(path)
+        if key not in self.files:
+            self.files.add(key)
+            return True
+        self.repeated[str(item)] = self.repeated.get(str(item), 0) + 1
+        return False
+
+    def report(self) -> None:
+        for item, count in self.repeated.items():
+            logger.warning(
+                "%d file(s) of input %s were already read through an earlier input: each file is read once",
+                count,
+                item,
             )
 
 
@@ -128,19 +191,58 @@ def _table_kind(path: Path) -> str:
 
 
 def _read_jsonl(path: Path, cols: Columns) -> Iterator[Record]:
-    """JSON lines; a file that is one JSON array of objects (``[{...}, {...}]``) is read as its objects."""
+    """JSON lines; a file that is one JSON array of objects (``[{...}, {...}]``) is read as its objects.
+
+    A file with no documents (empty, blank lines only, ``[]``) is an error record, as an empty CSV is; so is
+    one where no row has a column the user named (a row may lack it: a document without a title).
+    """
+    problem = _never_named(path, cols)
+    if problem:
+        yield Record(str(path), error=problem)
+        return
+    empty = True
+    for source, row in _json_rows(path):
+        empty = False
+        yield row if isinstance(row, Record) else _row_record(row, source, cols)
+    if empty:
+        yield Record(
+            str(path), error="the file is empty: expected one JSON object per line (or a JSON array of objects)"
+        )
+
+
+def _never_named(path: Path, cols: Columns) -> str | None:
+    """Which of the columns the user named (``--id-column``, ``--title-column``) no object of the file has.
+
+    Read until every one is found, which for a file that has them is its first object.
+    """
+    named = [(cols.id, "--id-column", cols.named_id), (cols.title, "--title-column", cols.named_title)]
+    wanted = {name: option for name, option, on in named if on and name}
+    found_an_object = False
+    for _, row in _json_rows(path) if wanted else ():
+        if isinstance(row, dict):
+            found_an_object = True
+            wanted = {name: option for name, option in wanted.items() if name not in row}
+            if not wanted:
+                return None
+    if not (wanted and found_an_object):  # a file without objects has other problems, reported per line
+        return None
+    return "; ".join(f"no object of the file has a {name!r} column (use {option})" for name, option in wanted.items())
+
+
+def _json_rows(path: Path) -> Iterator[tuple[str, dict | Record]]:
+    """(source, object) of every JSON line or array item; an error ``Record`` for one that is not an object."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rb") as fh:
         head = fh.peek(ENCODING_SAMPLE)[:ENCODING_SAMPLE]
         start = head.decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")[:1]
         if start == "[":
-            yield from _read_json_array(path, fh.read(), cols)
+            yield from _json_array_rows(path, fh.read())
             return
         if bom_encoding(head):  # UTF-16 lines cannot be cut at b"\n": read them as text
             text = io.TextIOWrapper(fh, encoding=bom_encoding(head), errors="surrogateescape")
             for number, line in enumerate(text, 1):
                 if line.strip():
-                    yield _json_record(line, f"{path}:{number}", cols)
+                    yield f"{path}:{number}", _json_row(line, f"{path}:{number}")
             return
         # Lines are decoded one by one, so one undecodable line is reported and the rest still read.
         for number, raw in enumerate(fh, 1):
@@ -148,51 +250,52 @@ def _read_jsonl(path: Path, cols: Columns) -> Iterator[Record]:
             try:
                 line = decode_bytes(raw)
             except UnicodeDecodeError:
-                yield Record(source, error=f"line {number}: {UNREADABLE}")
+                yield source, Record(source, error=f"line {number}: {UNREADABLE}")
                 continue
             if line.strip():
-                yield _json_record(line, source, cols)
+                yield source, _json_row(line, source)
 
 
-def _read_json_array(path: Path, raw: bytes, cols: Columns) -> Iterator[Record]:
+def _json_array_rows(path: Path, raw: bytes) -> Iterator[tuple[str, dict | Record]]:
     try:
         items = json.loads(decode_bytes(raw))
     except UnicodeDecodeError:
-        yield Record(str(path), error=f"a JSON array in {UNREADABLE}; save it as UTF-8")
+        yield str(path), Record(str(path), error=f"a JSON array in {UNREADABLE}; save it as UTF-8")
         return
     except json.JSONDecodeError as err:
-        yield Record(
-            str(path),
-            error=f"malformed JSON array ({err.msg}: line {err.lineno}, column {err.colno}), so none of its "
-            "documents were read; fix the file, or write one JSON object per line (JSONL)",
+        problem = (
+            f"malformed JSON array ({err.msg}: line {err.lineno}, column {err.colno}), so none of its documents "
+            "were read; fix the file, or write one JSON object per line (JSONL)"
         )
+        yield str(path), Record(str(path), error=problem)
         return
     if not isinstance(items, list):
-        yield Record(str(path), error="expected JSON lines or an array of JSON objects")
+        yield str(path), Record(str(path), error="expected JSON lines or an array of JSON objects")
         return
     for number, item in enumerate(items, 1):
         source = f"{path}:{number}"
         if isinstance(item, dict):
-            yield _row_record(item, source, cols)
+            yield source, item
         else:
-            yield Record(source, error=f"item {number} of the JSON array is {type(item).__name__}, not an object")
+            problem = f"item {number} of the JSON array is {type(item).__name__}, not an object"
+            yield source, Record(source, error=problem)
 
 
-def _json_record(line: str, source: str, cols: Columns) -> Record:
+def _json_row(line: str, source: str) -> dict | Record:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         return Record(source, error=f"malformed JSON ({err.msg}: column {err.colno})")
     if not isinstance(row, dict):
         return Record(source, error="expected a JSON object")
-    return _row_record(row, source, cols)
+    return row
 
 
 def _row_record(row: dict, source: str, cols: Columns) -> Record:
     ident = row.get(cols.id)
     ident = None if ident is None else str(ident)
     has_title = bool(cols.title) and cols.title in row
-    if cols.text not in row and not has_title:
+    if cols.text not in row and not has_title:  # a row with a title and no body is a document
         return Record(source, ident, error=f"no {cols.text!r} column (use --text-column)")
     text, title = row.get(cols.text), row.get(cols.title) if has_title else None
     for name, value in ((cols.text, text), (cols.title, title)):
@@ -249,10 +352,11 @@ def _read_csv(path: Path, cols: Columns, delimiter: str = ",") -> Iterator[Recor
         except csv.Error as err:
             header, problem = None, f"unreadable header ({err})"
         else:
-            problem = f"no {cols.text!r} column in the header {header} (use --text-column)"
+            problem = cols.missing(header or [])
+            problem = problem and f"{problem}; the header names {header}"
         if header is None and not problem.startswith("unreadable"):
             problem = "the file is empty: expected a header line naming the columns, then one row per document"
-        if header is None or cols.text not in header:
+        if problem:
             yield Record(str(path), error=problem)
             return
         wanted = (cols.text, cols.id, cols.title)
@@ -307,8 +411,9 @@ def _read_parquet(path: Path, cols: Columns) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    if cols.text not in pf.schema_arrow.names:
-        yield Record(str(path), error=f"no {cols.text!r} column; columns: {pf.schema_arrow.names} (use --text-column)")
+    problem = cols.missing(pf.schema_arrow.names)
+    if problem:
+        yield Record(str(path), error=f"{problem}; the columns are {pf.schema_arrow.names}")
         return
     columns = [c for c in (cols.text, cols.id, cols.title) if c and c in pf.schema_arrow.names]
     row = 0
@@ -327,18 +432,22 @@ def iter_records(inputs: list[str], cols: Columns | None = None) -> Iterator[Rec
     the remaining inputs are still read.
     """
     cols = cols or Columns()
+    seen = _Seen()
     for item in inputs:
         try:
-            yield from _records_of(item, cols)
+            yield from _records_of(item, cols, seen)
         except Exception as err:  # noqa: BLE001 - any reader failure becomes a reported record, not a stop
             yield Record(str(item), error=f"could not be read further: {type(err).__name__}: {err}")
+    seen.report()
 
 
-def _records_of(item: str, cols: Columns) -> Iterator[Record]:
+def _records_of(item: str, cols: Columns, seen: _Seen) -> Iterator[Record]:
     path = Path(item)
     kind = _table_kind(path)
     if path.is_dir():
-        yield from _read_folder(path)
+        yield from _read_folder(path, seen)
+    elif path.is_file() and not seen.first(path, item):
+        return
     elif not path.is_file():
         yield Record(str(path), error="no such file or folder")
     elif kind in (".jsonl", ".json"):

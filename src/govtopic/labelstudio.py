@@ -302,8 +302,7 @@ def write_review_queue(
         )
     if classes is None:
         classes = taxonomy_classes(clf.labels, _model_taxonomy(model_dir))
-    title = clf.record.read_title_column(title_column)
-    records = iter_records(inputs, Columns(text=text_column, id=id_column, title=title))
+    records = iter_records(inputs, Columns.from_options(text_column, id_column, title_column, clf.record))
     queue, unranked, counts = _predict_queue(clf, records, batch_size)
     queue.sort(key=_priority)
     counts["queued"] = len(queue)

@@ -297,9 +297,8 @@ def suggest_files(
     check_not_an_input(inputs, out, "output file", "--output")
     check_claimable(out, "output file", "--output")
     clf = TopicClassifier(model_dir)
-    title = clf.record.read_title_column(title_column)
     records, errors = [], 0
-    for rec in iter_records(inputs, Columns(text=text_column, id=id_column, title=title)):
+    for rec in iter_records(inputs, Columns.from_options(text_column, id_column, title_column, clf.record)):
         if rec.error is not None:
             errors += 1
             logger.warning("%s: not read: %s", rec.source, rec.error)
