@@ -339,7 +339,7 @@ def _add_serve_parsers(sub) -> None:
             "milliseconds at most to wait after a document for others to join its batch, only while "
             "other requests are arriving",
         ),
-        ("max_queue", "documents waiting at most; beyond it requests get 503 with Retry-After"),
+        ("max_queue", "documents waiting at most (at least --max-docs); beyond it requests get 503 with Retry-After"),
         ("max_docs", "documents per request at most"),
         ("max_doc_chars", "characters per document (title + text) at most"),
         ("max_body_bytes", "bytes per request body at most"),
