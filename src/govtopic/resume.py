@@ -16,13 +16,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from govtopic.fsutil import FileSafetyError, atomic_write_text
 from govtopic.inputs import Record
-
-if TYPE_CHECKING:
-    from govtopic.batch import Job
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +127,9 @@ def settings_file(output: Path) -> Path:
     return output.with_name(f".{output.name}.settings.json")
 
 
-def run_settings(job: Job) -> dict:
-    """The settings the results of ``job`` depend on; a model folder is named by its real path and its
-    config.json (which changes when the model is trained again)."""
+def run_settings(job) -> dict:
+    """The settings the results of ``job`` (a ``govtopic.batch.Job``) depend on; a model folder is named by its
+    real path and its config.json (which changes when the model is trained again)."""
     settings = {name: getattr(job, name) for name in _SETTINGS}
     model = Path(job.model)
     if model.is_dir():
