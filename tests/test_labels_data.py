@@ -148,3 +148,35 @@ def test_missing_label_column_names_setting(tmp_path):
     cfg = DataConfig(train_file=str(write_jsonl(tmp_path / "d.jsonl", data)))
     with pytest.raises(DataError, match="no column 'label' \\(set by data.label_column\\)"):
         load_labelled(cfg, None, 0)
+
+
+def _source_file(tmp_path, rows):
+    import json
+
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_one_document_id_with_two_labels_is_an_error_naming_it(tmp_path):
+    from govtopic.config import DataConfig
+    from govtopic.data import DataError, load_labelled
+
+    rows = [{"id": f"d{i}", "text": f"城市规划{i}", "label": "城乡建设、环境保护"} for i in range(10)]
+    rows += [{"id": f"s{i}", "text": f"法院司法{i}", "label": "公安、安全、司法"} for i in range(10)]
+    rows.append({"id": "d3", "text": "城市规划3", "label": "其他"})
+    cfg = DataConfig(train_file=str(_source_file(tmp_path, rows)), taxonomy=None, title_column=None)
+    with pytest.raises(DataError) as info:
+        load_labelled(cfg, None, 0)
+    assert "1 document id(s) given different labels (id d3: 其他, 城乡建设、环境保护 (rows 4, 21))" in str(info.value)
+
+
+def test_a_training_file_of_one_class_is_refused_before_training(tmp_path):
+    from govtopic.config import DataConfig
+    from govtopic.data import DataError, load_labelled
+
+    rows = [{"id": f"d{i}", "text": f"城市规划{i}", "label": "城乡建设、环境保护"} for i in range(20)]
+    cfg = DataConfig(train_file=str(_source_file(tmp_path, rows)), taxonomy=None, title_column=None)
+    with pytest.raises(DataError) as info:
+        load_labelled(cfg, None, 0)
+    assert "only one class (城乡建设、环境保护); a classifier needs at least two" in str(info.value)

@@ -374,6 +374,7 @@ def load_labelled(cfg: DataConfig, norm: NormalizeConfig | None, seed: int) -> L
     for source, rows in zip(sources, read):
         if not rows:  # every row of a correction source went to an earlier source's document
             continue
+        _check_repeated_ids(rows, str(source.file))
         unlabelled = sum(r["_label"] is None for r in rows)
         if unlabelled:
             skipped["unlabelled"] = skipped.get("unlabelled", 0) + unlabelled
@@ -402,6 +403,12 @@ def load_labelled(cfg: DataConfig, norm: NormalizeConfig | None, seed: int) -> L
     test = test if test is not None else concat(parts["test"])
     scheme = label_scheme(cfg)
     label_names = scheme.model_labels(train.labels)
+    if len(label_names) < 2:
+        raise DataError(
+            f"{', '.join(str(s.file) for s in sources)}: the training rows hold only one class "
+            f"({', '.join(label_names) or 'none'}); a classifier needs at least two. Add documents of other classes "
+            "(another source under data.sources), or check the label column and data.label_level"
+        )
     logger.info(
         "train %d, validation %d, test %d documents from %d source(s); %d classes; skipped %s",
         len(train),
@@ -412,6 +419,39 @@ def load_labelled(cfg: DataConfig, norm: NormalizeConfig | None, seed: int) -> L
         skipped,
     )
     return LabelledData(train, validation, test, label_names, skipped, scheme)
+
+
+def _check_repeated_ids(rows: list[dict], path: str) -> None:
+    """One document id, one label: an id given different labels in one source is an error naming them (the
+    model would learn both); an id repeated with the same label is a warning (the document weighs double)."""
+    labels: dict[str, set[str]] = {}
+    lines: dict[str, list[int]] = {}
+    for number, row in enumerate(rows, 1):
+        ident = row.get("id")
+        if ident is None or row["_label"] is None or str(ident).strip() == "":
+            continue
+        labels.setdefault(str(ident), set()).add(row["_label"])
+        lines.setdefault(str(ident), []).append(number)
+    conflicts = {i: labs for i, labs in labels.items() if len(labs) > 1}
+    if conflicts:
+        shown = "; ".join(
+            f"id {i}: {', '.join(sorted(labs))} (rows {', '.join(map(str, lines[i][:5]))})"
+            for i, labs in list(conflicts.items())[:5]
+        )
+        more = "; ..." if len(conflicts) > 5 else ""
+        raise DataError(
+            f"{path}: {len(conflicts)} document id(s) given different labels ({shown}{more}). "
+            "Keep one row per document, or put the corrected labels in a corrections source listed after this one "
+            "(data/README.md), which wins for the same id"
+        )
+    repeated = {i: n for i, n in lines.items() if len(n) > 1}
+    if repeated:
+        logger.warning(
+            "%s: %d document id(s) repeated with the same label (e.g. %s): each copy is trained on",
+            path,
+            len(repeated),
+            ", ".join(list(repeated)[:3]),
+        )
 
 
 def _drop_overlap(rows, groups, test_texts: set[str], cfg, norm, skipped: dict) -> dict[str, list[int]]:
@@ -440,8 +480,12 @@ def load_eval_file(
     scheme: LabelScheme | None = None,
     group_by: str | None = None,
     corrections_files: list[str | Path] | None = None,
+    counts: dict | None = None,
 ) -> Split:
     """Labelled documents of one file for evaluation: its ``split`` rows when it has a split column.
+
+    ``counts``, when given, receives ``unlabelled`` (rows of the split left out for want of a label) and
+    ``split_column`` (whether the file has one, so that ``split`` chose the rows).
 
     Labels are read through the label scheme: a gold label outside the taxonomy (after the label map) is an
     error listing each spelling, never a silently wrong figure. ``corrections_files`` (id + label tables or
@@ -452,14 +496,17 @@ def load_eval_file(
     if corrections_files:
         rows = _corrected(rows, path, cfg, corrections_files, scheme or label_scheme(cfg))
     col = cfg.split_column
-    keep = [i for i, r in enumerate(rows) if r["_label"] is not None]
-    if not keep:
-        raise DataError(f"{path}: no labelled rows to evaluate (label column {cfg.label_column!r})")
-    if split and col and col in rows[0]:
+    has_split = bool(split and col and col in rows[0])
+    chosen = range(len(rows))
+    if has_split:
         wanted = split_name(split)
-        keep = [i for i in keep if split_name(rows[i].get(col)) == wanted]
-        if not keep:
-            raise DataError(f"{path}: no labelled rows in split {split!r} of column {col!r}; use --split all")
+        chosen = [i for i in chosen if split_name(rows[i].get(col)) == wanted]
+    keep = [i for i in chosen if rows[i]["_label"] is not None]
+    if not keep:
+        where = f" in split {split!r} of column {col!r}; use --split all" if has_split else ""
+        raise DataError(f"{path}: no labelled rows to evaluate (label column {cfg.label_column!r}){where}")
+    if counts is not None:
+        counts.update(unlabelled=len(chosen) - len(keep), split_column=has_split)
     return _to_split(rows, keep, norm)
 
 

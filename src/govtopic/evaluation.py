@@ -16,7 +16,7 @@ from govtopic.data import DataError, Split, load_eval_file, load_labelled
 from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
-from govtopic.predict import TopicClassifier
+from govtopic.predict import TopicClassifier, has_words
 from govtopic.review import PRIOR_DOCS, add_risk_coverage, check_fit_args, fit_thresholds, held_out
 from govtopic.titles import prepend
 
@@ -300,7 +300,13 @@ def evaluate(
     if baseline is not None:
         cfg.eval.baseline = baseline
     scheme = model_scheme(model_dir, cfg)
-    data = load_eval_file(data_file, cfg.data, cfg.normalize, split, scheme, group_by, corrections)
+    counts: dict = {}
+    data = load_eval_file(data_file, cfg.data, cfg.normalize, split, scheme, group_by, corrections, counts)
+    # predict() gives a document with no words (empty, punctuation only) no topic: it is not scored either.
+    words = [i for i, (text, title) in enumerate(zip(data.texts, data.titles)) if has_words(text + (title or ""))]
+    empty = len(data) - len(words)
+    if empty:
+        data = data.subset(words)
     train_split = None
     files = [s.file for s in cfg.data.sources] or [cfg.data.train_file]
     if cfg.eval.baseline and all(f and Path(f).is_file() for f in files):
@@ -308,7 +314,12 @@ def evaluate(
     elif cfg.eval.baseline:
         logger.warning("baseline skipped: the model's training files %s are not all available here", files)
     out = Path(output_dir) if output_dir else Path(model_dir).parent / "eval" / Path(data_file).name.split(".")[0]
-    meta = {"data_file": str(data_file), "split": split}
+    meta = {"data_file": str(data_file), "split": split if counts["split_column"] else "all rows (no split column)"}
+    left_out = [f"{counts['unlabelled']} row(s) without a label"] if counts["unlabelled"] else []
+    left_out += [f"{empty} document(s) with no text (predict() gives them no topic)"] if empty else []
+    if left_out:
+        meta["left_out"] = "; ".join(left_out)
+        logger.warning("%s: not scored: %s", data_file, meta["left_out"])
     if corrections:
         meta["corrections"] = ", ".join(map(str, corrections))
     return evaluate_split(Path(model_dir), data, out, cfg, train_split, meta, long_doc=long_doc)

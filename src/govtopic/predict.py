@@ -319,7 +319,7 @@ class TopicClassifier:
         clean_titles = [normalize(t, self.normalize_config) if t else "" for t in given] if given else None
         clean_titles = read_titles(clean_titles, cfg, clean)  # a document without one: the title its text opens with
         # A document is read when its text or title holds more than punctuation: "。。，，！？" has no topic to give.
-        todo = [i for i, t in enumerate(clean) if _has_words(t) or (clean_titles and _has_words(clean_titles[i]))]
+        todo = [i for i, t in enumerate(clean) if has_words(t) or (clean_titles and has_words(clean_titles[i]))]
         answered = {
             i: _empty_result(docs[i] + (given[i] if given else "")) for i in sorted(set(range(len(docs))) - set(todo))
         }
@@ -422,7 +422,7 @@ def _evidence(rows_info, label_index: int, text: tuple[str, str]) -> dict:
     return {"in": "text", "start": start, "end": end, "text": passage, "window": k}
 
 
-def _has_words(text: str) -> bool:
+def has_words(text: str) -> bool:
     """Whether ``text`` holds anything but punctuation, spaces and control characters (symbols and emoji count:
     the model's unknown-character check answers those)."""
     return any(unicodedata.category(c)[0] not in "PZC" for c in text)
@@ -432,7 +432,7 @@ def _empty_result(raw: str, reason: str | None = None) -> dict:
     if reason is None:
         if not raw.strip():
             reason = "empty document"
-        elif not _has_words(raw):
+        elif not has_words(raw):
             reason = "no words: only punctuation"
         else:
             reason = "no text left after normalisation (only boilerplate or markup)"

@@ -1,0 +1,41 @@
+"""`govtopic evaluate` scores the documents `predict()` would tag, and says what it left out and why."""
+
+import json
+
+from govtopic import TopicClassifier
+from govtopic.evaluation import evaluate
+
+ROWS = [
+    {"id": "a", "text": "城市规划建设管理", "label": "城乡建设、环境保护\\城市规划"},
+    {"id": "b", "text": "法院审判司法", "label": "公安、安全、司法\\司法"},
+    {"id": "c", "text": "城市规划", "label": "城乡建设、环境保护\\城市规划"},
+    {"id": "empty", "text": "", "label": "城乡建设、环境保护\\城市规划"},
+    {"id": "dots", "text": "。。。，，", "label": "城乡建设、环境保护\\城市规划"},
+    {"id": "nolabel", "text": "城市规划", "label": None},
+]
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_empty_and_unlabelled_rows_are_left_out_and_named(tiny_model_dir, tmp_path):
+    data = write(tmp_path / "gold.jsonl", ROWS)
+    result = evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False)
+    assert result["meta"]["documents"] == 3
+    assert result["meta"]["left_out"] == (
+        "1 row(s) without a label; 2 document(s) with no text (predict() gives them no topic)"
+    )
+    report = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
+    assert "2 document(s) with no text" in report
+    # The figure is the one predict() gives on the documents it tags.
+    results = TopicClassifier(tiny_model_dir).predict([r["text"] for r in ROWS[:3]])
+    right = sum(res["label"] == row["label"] for res, row in zip(results, ROWS[:3]))
+    assert result["metrics"]["accuracy"] == right / 3
+
+
+def test_a_file_without_a_split_column_says_all_rows_were_scored(tiny_model_dir, tmp_path):
+    data = write(tmp_path / "gold.jsonl", ROWS[:3])
+    result = evaluate(tiny_model_dir, data, tmp_path / "eval", baseline=False)  # split "test" asked by default
+    assert result["meta"]["split"] == "all rows (no split column)" and "left_out" not in result["meta"]
