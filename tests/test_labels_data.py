@@ -180,3 +180,29 @@ def test_a_training_file_of_one_class_is_refused_before_training(tmp_path):
     with pytest.raises(DataError) as info:
         load_labelled(cfg, None, 0)
     assert "only one class (城乡建设、环境保护); a classifier needs at least two" in str(info.value)
+
+
+def test_labels_dropped_as_unknown_are_counted_once(tmp_path):
+    from govtopic.config import DataConfig
+    from govtopic.data import load_labelled
+
+    rows = [{"id": f"d{i}", "text": f"城市规划{i}", "label": "城乡建设、环境保护"} for i in range(10)]
+    rows += [{"id": f"s{i}", "text": f"法院司法{i}", "label": "公安、安全、司法"} for i in range(10)]
+    rows += [{"id": f"u{i}", "text": f"未知{i}", "label": "不存在的类"} for i in range(3)]
+    rows += [{"id": f"n{i}", "text": f"无标签{i}", "label": None} for i in range(2)]
+    cfg = DataConfig(
+        train_file=str(_source_file(tmp_path, rows)),
+        taxonomy="data/taxonomy.yaml",
+        title_column=None,
+        unknown_labels="drop",
+    )
+    assert load_labelled(cfg, None, 0).skipped == {"unknown_labels": 3, "unlabelled": 2}
+
+
+def test_a_file_of_blank_lines_is_called_empty(tmp_path):
+    from govtopic.data import DataError, read_table
+
+    path = tmp_path / "blank.jsonl"
+    path.write_text("\n\n  \n", encoding="utf-8")
+    with pytest.raises(DataError, match="the file is empty"):
+        read_table(path)

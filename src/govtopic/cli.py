@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("overrides", nargs="*", help="dotted overrides, e.g. output_dir=runs/tune")
     u.add_argument("--trials", type=int, default=10, help="number of trials (default 10)")
     u.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    u.add_argument("--output", help="best config (default: OUTPUT_DIR/best.yaml)")
+    u.add_argument("--output", help="best config (default: OUTPUT_DIR-tune/best.yaml, beside the run folder)")
     _add_review_parsers(sub)
     return p
 

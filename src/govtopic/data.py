@@ -16,7 +16,7 @@ import numpy as np
 from govtopic import corrections
 from govtopic.config import DataConfig, SourceConfig
 from govtopic.errors import DataError  # noqa: F401 (govtopic.data.DataError, as before)
-from govtopic.labels import LabelError, LabelMap, LabelScheme, Taxonomy
+from govtopic.labels import LabelError, LabelMap, LabelScheme, Taxonomy, parse_label
 from govtopic.normalize import NormalizeConfig, normalize_many
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,13 @@ def _find_bad_json_line(path: Path) -> str | None:
     return None
 
 
+def _only_blank(path: Path, limit: int = 1 << 20) -> bool:
+    """A small plain file of blank lines only (a larger or compressed one is left to its reader)."""
+    if path.stat().st_size > limit or path.suffix.lower() in (".gz", ".parquet"):
+        return False
+    return not path.read_bytes().strip()
+
+
 def read_table(path: str | Path) -> list[dict]:
     """Rows of a JSONL/CSV/Parquet file (JSONL and Parquet through ``datasets``), with errors that name the file
     and line."""
@@ -112,7 +119,7 @@ def read_table(path: str | Path) -> list[dict]:
             f"data file {p} does not exist (a relative path is read from the folder govtopic runs in, {Path.cwd()}); "
             "check the path given on the command line or in the config"
         )
-    if p.stat().st_size == 0:
+    if p.stat().st_size == 0 or _only_blank(p):
         raise DataError(f"{p}: the file is empty; it needs one document per row")
     fmt = file_format(p)
     rows = read_csv_rows(p) if fmt == "csv" else _read_with_datasets(p, fmt)
@@ -272,6 +279,8 @@ def read_source(source: SourceConfig, cfg: DataConfig, skipped: dict) -> list[di
         raise DataError(str(err)) from err
     for row, label, title, body in zip(rows, labels, titles, bodies):
         row.update(_label=label, _title=title, _text=body, _source=source.name, _weight=source.weight)
+        # A label dropped as unknown (data.unknown_labels: drop) is counted there, not again as unlabelled.
+        row["_dropped"] = label is None and parse_label(row.get(source.label_column)) is not None
     if not any(r["_label"] is not None and (r["_text"].strip() or r["_title"].strip()) for r in rows):
         raise DataError(
             f"{path}: no usable rows: none has both a label (column {source.label_column!r}) and some text. "
@@ -375,7 +384,7 @@ def load_labelled(cfg: DataConfig, norm: NormalizeConfig | None, seed: int) -> L
         if not rows:  # every row of a correction source went to an earlier source's document
             continue
         _check_repeated_ids(rows, str(source.file))
-        unlabelled = sum(r["_label"] is None for r in rows)
+        unlabelled = sum(r["_label"] is None and not r.get("_dropped") for r in rows)
         if unlabelled:
             skipped["unlabelled"] = skipped.get("unlabelled", 0) + unlabelled
         groups = assign_splits(rows, cfg, seed, source.split_column)

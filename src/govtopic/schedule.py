@@ -84,8 +84,9 @@ def planned_evaluations(cfg, steps_per_epoch: int | None = None) -> int | None:
 def patience_problem(patience: int, planned: int) -> str:
     return (
         f"train.early_stopping_patience: {patience} evaluations without improvement can never stop a run that "
-        f"evaluates {planned} time(s); lower it below {planned}, evaluate more often (train.eval_steps), or set "
-        "it to null"
+        f"evaluates {planned} time(s); "
+        + (f"lower it below {planned}, " if planned > 1 else "")
+        + "evaluate more often (train.eval_steps), train for more epochs, or set it to null (no early stopping)"
     )
 
 

@@ -3,7 +3,7 @@
 ``train.report_to: [tensorboard, mlflow]`` logs, without any network: the resolved config, the data files'
 sha256 and row counts per split, the training loss and validation figures as they come, and the final test
 figures. TensorBoard writes to ``RUN/tensorboard`` (``tensorboard --logdir RUN/tensorboard``); MLflow to a file
-store in ``RUN/mlruns`` (``mlflow ui --backend-store-uri file:RUN/mlruns``).
+store in ``RUN/mlruns`` (read with ``MLFLOW_ALLOW_FILE_STORE=true``; see the README).
 """
 
 from __future__ import annotations
