@@ -202,3 +202,13 @@ def test_a_write_that_fails_on_a_read_only_file_system_names_the_folder(model, t
     out = tmp_path / "queue"
     with pytest.raises(FileSafetyError, match=rf"review queue folder {out} cannot be written .*--output"):
         write_review_queue(str(model), [str(inbox)], str(out))
+
+
+def test_a_model_without_thresholds_is_refused_and_leaves_no_folder(tiny_model_dir, tmp_path):
+    from govtopic.labelstudio import write_review_queue
+
+    inbox = tmp_path / "inbox.jsonl"
+    inbox.write_text('{"id": "a", "text": "城市规划"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="no review thresholds"):
+        write_review_queue(str(tiny_model_dir), [str(inbox)], str(tmp_path / "review"))
+    assert not (tmp_path / "review").exists()

@@ -279,6 +279,7 @@ def write_review_queue(
         documents whose id an earlier one has; ``by_reason``) and ``files``.
 
     Example:
+        >>> calibrate_thresholds("runs/quickstart/model", precision=0.95)  # once: the queue needs thresholds
         >>> write_review_queue("runs/quickstart/model", ["inbox.jsonl"], "runs/quickstart/review")["queued"]
         12
     """
@@ -291,15 +292,14 @@ def write_review_queue(
     _check_queue_folder(out)
     check_inputs(inputs)
     classes = _explicit_taxonomy(taxonomy) if taxonomy else None
-    with _writing(out):
-        claim_folder(out, "review queue", "--output", legacy=_older_queue)
-
     clf = TopicClassifier(model_dir)
     if not clf.record.thresholds:
         raise ValueError(
             f"{model_dir}: the model has no review thresholds (config.json govtopic.thresholds is empty); "
             f"fit them first: govtopic calibrate-thresholds {model_dir} [LABELLED_FILE] --precision 0.95"
         )
+    with _writing(out):  # only now, so that a refusal above leaves nothing behind
+        claim_folder(out, "review queue", "--output", legacy=_older_queue)
     if classes is None:
         classes = taxonomy_classes(clf.labels, _model_taxonomy(model_dir))
     records = iter_records(inputs, Columns.from_options(text_column, id_column, title_column, clf.record))
