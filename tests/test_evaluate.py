@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from govtopic import TopicClassifier
 from govtopic.evaluation import evaluate
 
@@ -39,3 +41,18 @@ def test_a_file_without_a_split_column_says_all_rows_were_scored(tiny_model_dir,
     data = write(tmp_path / "gold.jsonl", ROWS[:3])
     result = evaluate(tiny_model_dir, data, tmp_path / "eval", baseline=False)  # split "test" asked by default
     assert result["meta"]["split"] == "all rows (no split column)" and "left_out" not in result["meta"]
+
+
+def test_an_unknown_gold_label_names_a_fix_evaluate_can_take(tiny_model_copy, tmp_path):
+    """`govtopic evaluate` takes no config: the error must not send the user to data.label_map."""
+    from govtopic.data import DataError
+    from govtopic.labels import LabelScheme, Taxonomy
+    from test_record import edit_settings
+
+    taxonomy = Taxonomy({"城乡建设、环境保护": ["城市规划"], "公安、安全、司法": ["司法"]})
+    edit_settings(tiny_model_copy, label_scheme=LabelScheme(taxonomy).to_dict())
+    data = write(tmp_path / "gold.jsonl", [{"text": "城市规划管理", "label": "科技教育"}])
+    with pytest.raises(DataError) as info:
+        evaluate(tiny_model_copy, data, tmp_path / "eval", split=None, baseline=False)
+    message = str(info.value)
+    assert "'科技教育'" in message and "Correct them in the file" in message and "data.label_map" not in message

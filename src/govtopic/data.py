@@ -16,7 +16,7 @@ import numpy as np
 from govtopic import corrections
 from govtopic.config import DataConfig, SourceConfig
 from govtopic.errors import DataError  # noqa: F401 (govtopic.data.DataError, as before)
-from govtopic.labels import LabelError, LabelMap, LabelScheme, Taxonomy, parse_label
+from govtopic.labels import TRAINING_FIX, LabelError, LabelMap, LabelScheme, Taxonomy, parse_label
 from govtopic.normalize import NormalizeConfig, normalize_many
 
 logger = logging.getLogger(__name__)
@@ -290,7 +290,12 @@ def read_source(source: SourceConfig, cfg: DataConfig, skipped: dict) -> list[di
 
 
 def parse_rows(
-    rows: list[dict], path: str, cfg: DataConfig, scheme: LabelScheme | None = None, group_by: str | None = None
+    rows: list[dict],
+    path: str,
+    cfg: DataConfig,
+    scheme: LabelScheme | None = None,
+    group_by: str | None = None,
+    fix: str = TRAINING_FIX,
 ) -> list[dict]:
     """Canonical labels, titles and bodies of an evaluation file's rows (data-level columns); ``group_by``
     names a column whose values group the rows in reports (default: one group named after the file)."""
@@ -298,7 +303,7 @@ def parse_rows(
     _require_columns(rows, path, {"text_column": cfg.text_column, "label_column": cfg.label_column})
     scheme = scheme or label_scheme(cfg)
     try:
-        labels = scheme.read([r.get(cfg.label_column) for r in rows], path, None, [r.get("id") for r in rows])
+        labels = scheme.read([r.get(cfg.label_column) for r in rows], path, None, [r.get("id") for r in rows], fix)
     except LabelError as err:
         raise DataError(str(err)) from err
     titles = _texts(rows, path, title_column, "title_column")
@@ -490,18 +495,21 @@ def load_eval_file(
     group_by: str | None = None,
     corrections_files: list[str | Path] | None = None,
     counts: dict | None = None,
+    fix: str = TRAINING_FIX,
 ) -> Split:
     """Labelled documents of one file for evaluation: its ``split`` rows when it has a split column.
 
-    ``counts``, when given, receives ``unlabelled`` (rows of the split left out for want of a label) and
-    ``split_column`` (whether the file has one, so that ``split`` chose the rows).
+    ``fix`` is what the error about labels outside the taxonomy tells the reader to do (a config's settings by
+    default; ``labels.EVALUATION_FIX`` for a file scored against a model). ``counts``, when given, receives
+    ``unlabelled`` (rows of the split left out for want of a label) and ``split_column`` (whether the file has
+    one, so that ``split`` chose the rows).
 
     Labels are read through the label scheme: a gold label outside the taxonomy (after the label map) is an
     error listing each spelling, never a silently wrong figure. ``corrections_files`` (id + label tables or
     Label Studio exports, as training reads them) relabel the documents with their ids, a later file winning,
     so that a model trained with corrections is scored against the same labels; the counts are logged.
     """
-    rows = parse_rows(read_table(path), str(path), cfg, scheme, group_by)
+    rows = parse_rows(read_table(path), str(path), cfg, scheme, group_by, fix)
     if corrections_files:
         rows = _corrected(rows, path, cfg, corrections_files, scheme or label_scheme(cfg))
     col = cfg.split_column

@@ -14,7 +14,7 @@ from govtopic.calibration import fit_temperature, level_softmax, softmax
 from govtopic.config import Config, load_config
 from govtopic.data import DataError, Split, load_eval_file, load_labelled
 from govtopic.fsutil import atomic_write_text, claim_folder
-from govtopic.labels import LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
+from govtopic.labels import EVALUATION_FIX, LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
 from govtopic.predict import TopicClassifier, has_words
 from govtopic.review import PRIOR_DOCS, add_risk_coverage, check_fit_args, fit_thresholds, held_out
@@ -301,7 +301,9 @@ def evaluate(
         cfg.eval.baseline = baseline
     scheme = model_scheme(model_dir, cfg)
     counts: dict = {}
-    data = load_eval_file(data_file, cfg.data, cfg.normalize, split, scheme, group_by, corrections, counts)
+    data = load_eval_file(
+        data_file, cfg.data, cfg.normalize, split, scheme, group_by, corrections, counts, EVALUATION_FIX
+    )
     # predict() gives a document with no words (empty, punctuation only) no topic: it is not scored either.
     words = [i for i, (text, title) in enumerate(zip(data.texts, data.titles)) if has_words(text + (title or ""))]
     empty = len(data) - len(words)
@@ -379,7 +381,9 @@ def calibrate_thresholds(
                 "(govtopic calibrate-thresholds MODEL DATA), or set data.validation_from_train when training"
             )
     else:
-        data = load_eval_file(data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg))
+        data = load_eval_file(
+            data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg), fix=EVALUATION_FIX
+        )
         where = f"{data_file}" + (f" (split {split})" if split else "")
     clf = TopicClassifier(model_dir)
     logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)

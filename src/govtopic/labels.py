@@ -138,6 +138,17 @@ class LabelMap:
         return self.labels.get(label, label)
 
 
+# What to do about labels outside the taxonomy: in a training config, and in a file scored against a model.
+TRAINING_FIX = (
+    "Add each to data.label_map (published spelling: taxonomy label), or set data.unknown_labels: drop to leave "
+    "those rows out (their count is reported)."
+)
+EVALUATION_FIX = (
+    "Correct them in the file to labels of the model's taxonomy (the model reads published spellings through "
+    "the label map it was trained with), or leave those rows out of the file."
+)
+
+
 class LabelScheme:
     r"""The two-level label scheme in one place: reading published labels, the taxonomy, the model's label
     set, training targets for rows of either depth, and top-down decoding.
@@ -193,12 +204,18 @@ class LabelScheme:
         return self.taxonomy.problem(label) if self.taxonomy is not None else None
 
     def read(
-        self, raws: list[object], where: str = "labels", counts: dict | None = None, ids: list | None = None
+        self,
+        raws: list[object],
+        where: str = "labels",
+        counts: dict | None = None,
+        ids: list | None = None,
+        fix: str = TRAINING_FIX,
     ) -> list[str | None]:
         """Canonical labels for a column of published ones.
 
-        Unknown spellings raise a ``LabelError`` listing each with its count and the fix; with
-        ``unknown="drop"`` they become None and their number is added to ``counts["unknown_labels"]``.
+        Unknown spellings raise a ``LabelError`` listing each with its count and ``fix`` (what the reader of the
+        file can do: a training config's settings by default); with ``unknown="drop"`` they become None and
+        their number is added to ``counts["unknown_labels"]``.
         """
         out: list[str | None] = []
         unknown: Counter = Counter()
@@ -222,8 +239,7 @@ class LabelScheme:
             )
             raise LabelError(
                 f"{where}: {sum(unknown.values())} label(s) outside the taxonomy, {len(unknown)} spelling(s):\n  "
-                f"{listed}\nAdd each to data.label_map (published spelling: taxonomy label), or set "
-                "data.unknown_labels: drop to leave those rows out (their count is reported)."
+                f"{listed}\n{fix}"
             )
         if unknown and counts is not None:
             counts["unknown_labels"] = counts.get("unknown_labels", 0) + sum(unknown.values())
