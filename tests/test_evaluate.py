@@ -56,3 +56,20 @@ def test_an_unknown_gold_label_names_a_fix_evaluate_can_take(tiny_model_copy, tm
         evaluate(tiny_model_copy, data, tmp_path / "eval", split=None, baseline=False)
     message = str(info.value)
     assert "'科技教育'" in message and "Correct them in the file" in message and "data.label_map" not in message
+
+
+def test_full_label_rows_of_the_sources_add_up_to_the_whole(tiny_model_dir, tmp_path):
+    """A source labelled at the first level (a portal publishing 一级 alone) still counts its 其他 rows as full
+    labels, as the whole set does, so the per-source table adds up to the headline."""
+    rows = [
+        {"text": "城市规划建设", "label": "城乡建设、环境保护\\城市规划", "portal": "gov.cn"},
+        {"text": "法院审判", "label": "公安、安全、司法\\司法", "portal": "gov.cn"},
+        {"text": "医院卫生", "label": "卫生、体育", "portal": "hebei"},
+        {"text": "其他事项", "label": "其他", "portal": "hebei"},
+        {"text": "其他通知", "label": "其他", "portal": "hebei"},
+    ]
+    data = write(tmp_path / "gold.jsonl", rows)
+    result = evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False, group_by="portal")
+    per_source = result["metrics"]["per_source"]
+    assert result["metrics"]["n_full"] == 4
+    assert per_source["gov.cn"]["n_full"] == 2 and per_source["hebei"]["n_full"] == 2

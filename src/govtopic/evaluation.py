@@ -15,7 +15,13 @@ from govtopic.config import Config, load_config
 from govtopic.data import DataError, Split, load_eval_file, load_labelled
 from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import EVALUATION_FIX, LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
-from govtopic.metrics import compute_metrics, expected_calibration_error, reliability_bins, worst_confusions
+from govtopic.metrics import (
+    compute_metrics,
+    expected_calibration_error,
+    is_two_level,
+    reliability_bins,
+    worst_confusions,
+)
 from govtopic.predict import TopicClassifier, has_words
 from govtopic.review import PRIOR_DOCS, add_risk_coverage, check_fit_args, fit_thresholds, held_out
 from govtopic.titles import prepend
@@ -157,9 +163,10 @@ def per_source(split: Split, probs: np.ndarray, labels: list[str], cfg: Config) 
     if len(names) < 2:
         return {}
     out = {}
+    two_level = is_two_level(split.labels, labels)  # the whole set's choice: its full-label rows add up
     for name in names:
         rows = [i for i, s in enumerate(split.sources) if s == name]
-        m = compute_metrics([split.labels[i] for i in rows], probs[rows], labels, cfg.eval.top_k)
+        m = compute_metrics([split.labels[i] for i in rows], probs[rows], labels, cfg.eval.top_k, two_level)
         out[name] = {k: m.get(k) for k in ("n", "n_full", "l1_accuracy", "l1_macro_f1", "accuracy", "macro_f1")}
     return out
 

@@ -77,15 +77,26 @@ def _level_figures(gold: list[str], pred: list[str]) -> dict:
     }
 
 
+def is_two_level(gold: Sequence[str | None], labels: Sequence[str]) -> bool:
+    """Whether a gold set has full-label figures: some gold label is two-level, or the model's labels are all
+    first-level. A set written at the first level throughout, scored by a two-level model, has none."""
+    return any(y and SEP in y for y in gold) or not any(SEP in x for x in labels)
+
+
 def compute_metrics(
-    y_true: Sequence[str | None], probs: np.ndarray, labels: Sequence[str], top_k: Sequence[int] = (1, 3, 5)
+    y_true: Sequence[str | None],
+    probs: np.ndarray,
+    labels: Sequence[str],
+    top_k: Sequence[int] = (1, 3, 5),
+    two_level: bool | None = None,
 ) -> dict:
     """All headline figures for one labelled set; a JSON-serialisable dict (see the module docstring).
 
     Rows whose gold label is missing (None or empty) are left out and counted in ``notes``. A gold label
     the model does not have counts as wrong at the full level (its first level may still be right).
     When every gold label is first-level only and the model's are two-level, the full-level figures are
-    None and only the ``l1`` ones mean anything.
+    None and only the ``l1`` ones mean anything. ``two_level`` makes that choice for a part of a larger set
+    (one source of it), so that its full-label rows are the ones the whole set counts (``is_two_level``).
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = list(labels)
@@ -112,7 +123,7 @@ def compute_metrics(
     # alone) counts at the first level only. 其他, a first-level class without children, is a full label, but
     # a gold set written at the first level throughout has no full-label figures at all.
     known = set(labels)
-    two_level = any(SEP in y for y in gold) or not any(SEP in x for x in labels)
+    two_level = is_two_level(gold, labels) if two_level is None else two_level
     deep = [i for i, y in enumerate(gold) if is_full_label(y, known)] if two_level else []
     out["n_full"] = len(deep)
     if not deep:
