@@ -206,3 +206,16 @@ def test_a_file_of_blank_lines_is_called_empty(tmp_path):
     path.write_text("\n\n  \n", encoding="utf-8")
     with pytest.raises(DataError, match="the file is empty"):
         read_table(path)
+
+
+def test_a_train_file_of_titles_alone_is_read_with_text_column_null(tmp_path):
+    from govtopic.config import load_config
+    from govtopic.data import load_labelled
+
+    rows = [{"id": f"a{i}", "title": f"关于城市规划的通知{i}", "label": "城乡建设、环境保护"} for i in range(15)]
+    rows += [{"id": f"b{i}", "title": f"关于法院审判工作的意见{i}", "label": "公安、安全、司法"} for i in range(15)]
+    path = _source_file(tmp_path, rows)
+    cfg = load_config(None, [f"data.train_file={path}", "data.text_column=null", "data.taxonomy=data/taxonomy.yaml"])
+    data = load_labelled(cfg.data, cfg.normalize, 0)
+    assert len(data.train) + len(data.validation) + len(data.test) == 30
+    assert all(t.startswith("关于") for t in data.train.titles) and set(data.train.texts) == {""}

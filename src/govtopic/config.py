@@ -96,7 +96,8 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     # Optional separate evaluation file; otherwise the test split of the training sources is used.
     test_file: str | None = None
-    text_column: str = "text"
+    # Set to null for titles alone (a portal's archive of titles); title_column must then name one.
+    text_column: str | None = "text"
     # Set to null when the data has no title column.
     title_column: str | None = "title"
     label_column: str = "label"
