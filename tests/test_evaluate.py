@@ -73,3 +73,11 @@ def test_full_label_rows_of_the_sources_add_up_to_the_whole(tiny_model_dir, tmp_
     per_source = result["metrics"]["per_source"]
     assert result["metrics"]["n_full"] == 4
     assert per_source["gov.cn"]["n_full"] == 2 and per_source["hebei"]["n_full"] == 2
+
+
+def test_the_headline_ece_is_the_calibration_table_s(tiny_model_dir, tmp_path):
+    """One 'ECE after temperature' per report: a gold label the model lacks is left out of both."""
+    rows = [dict(r) for r in ROWS[:3]] + [{"text": "体育比赛", "label": "卫生、体育\\体育"}]  # not a model label
+    data = write(tmp_path / "gold.jsonl", rows)
+    result = evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False)
+    assert result["metrics"]["ece"] == result["calibration"]["ece_after"]

@@ -143,7 +143,10 @@ def compute_metrics(
         gold_deep = [gold[i] for i in deep]
         out.update(_level_figures(gold_deep, [full_pred[i] for i in deep]))
         out["top_k_accuracy"] = _top_k(probs[deep], y_idx[deep], top_k)
-        out["ece"] = expected_calibration_error(probs[deep], y_idx[deep])
+        # Calibration of the model's own classes: a gold label it does not have is wrong whatever the score, so
+        # it is left out here, as in the report's calibration table.
+        own = [i for i in deep if y_idx[i] >= 0]
+        out["ece"] = expected_calibration_error(probs[own], y_idx[own])
         unknown = Counter(y for y, i in zip(gold_deep, y_idx[deep]) if i < 0)
         if unknown:
             notes.append(
