@@ -81,3 +81,15 @@ def test_the_headline_ece_is_the_calibration_table_s(tiny_model_dir, tmp_path):
     data = write(tmp_path / "gold.jsonl", rows)
     result = evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False)
     assert result["metrics"]["ece"] == result["calibration"]["ece_after"]
+
+
+def test_a_validation_split_too_small_to_calibrate_says_so(tiny_model_copy, caplog):
+    from govtopic.config import Config
+    from govtopic.data import Split
+    from govtopic.evaluation import calibrate_folder
+
+    one = Split(["城市规划建设"], ["城乡建设、环境保护\\城市规划"], [""], ["a"])
+    with caplog.at_level("WARNING"):
+        result = calibrate_folder(tiny_model_copy, one, Config())
+    assert result["temperature"] == 1.0
+    assert "scores NOT calibrated: 1 validation document(s)" in caplog.text

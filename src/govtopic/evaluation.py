@@ -81,6 +81,10 @@ def update_record(model_dir: str | Path, **changes) -> None:
     atomic_write_text(config_path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
 
 
+# Validation documents below which a fitted temperature is reported as rough.
+MIN_CALIBRATION_DOCS = 20
+
+
 def calibrate_folder(model_dir: Path, validation: Split, cfg: Config, logits: np.ndarray | None = None) -> dict:
     """Fit a temperature on the validation split and store it in the folder's config.json.
 
@@ -91,17 +95,32 @@ def calibrate_folder(model_dir: Path, validation: Split, cfg: Config, logits: np
     # First-level-only rows have no single class to calibrate against; the temperature is fitted on the others.
     y = _label_indices(validation.labels, clf.labels)
     known = y >= 0
-    temperature = fit_temperature(logits[known], y[known], clf.labels) if known.sum() >= 2 else 1.0
+    fitted = known.sum() >= 2
+    temperature = fit_temperature(logits[known], y[known], clf.labels) if fitted else 1.0
     before = expected_calibration_error(softmax(logits[known]), y[known])
     after = expected_calibration_error(level_softmax(logits[known], temperature, clf.labels), y[known])
     update_record(model_dir, temperature=temperature)
-    logger.info(
-        "temperature %.3f fitted on %d validation documents (ECE %.3f -> %.3f)",
-        temperature,
-        int(known.sum()),
-        before,
-        after,
-    )
+    if fitted:
+        if known.sum() < MIN_CALIBRATION_DOCS:
+            logger.warning(
+                "the temperature is fitted on %d validation document(s) only: a rough calibration; give the run a "
+                "larger validation split (data.validation_from_train, or a split column)",
+                int(known.sum()),
+            )
+        logger.info(
+            "temperature %.3f fitted on %d validation documents (ECE %.3f -> %.3f)",
+            temperature,
+            int(known.sum()),
+            before,
+            after,
+        )
+    else:
+        logger.warning(
+            "scores NOT calibrated: %d validation document(s) with a label of the model, too few to fit a "
+            "temperature; it stays 1.0 and scores (and review thresholds fitted on them) are the raw softmax. "
+            "Give the run a larger validation split (data.validation_from_train, or a split column)",
+            int(known.sum()),
+        )
     return {
         "temperature": temperature,
         "validation_docs": int(known.sum()),
