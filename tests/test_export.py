@@ -65,6 +65,41 @@ def test_graph_has_dynamic_batch_and_sequence(exported, tiny_model_dir):
         np.testing.assert_allclose(logits, ref, atol=1e-4)
 
 
+def test_result_says_the_graph_is_the_transformer_only(exported):
+    assert exported["window_agreement"] == exported["label_agreement"] == 1.0
+    assert exported["ngram_channel"] is None  # the tiny model has no channel
+    assert "model.onnx holds the transformer only (per-window logits)" in exported["note"]
+
+
+def test_the_ngram_channel_is_named_and_copied_beside_the_graph(tiny_model_dir, tmp_path, caplog):
+    from conftest import with_ngram_channel
+    from govtopic.ngram import VOCAB_FILE, WEIGHTS_FILE
+
+    model = with_ngram_channel(tiny_model_dir, tmp_path / "model", 0.5)
+    with caplog.at_level("INFO", logger="govtopic.export"):
+        result = export_onnx(model, tmp_path / "onnx", check_docs=["通知"])
+    out = tmp_path / "onnx"
+    for name in (WEIGHTS_FILE, VOCAB_FILE):
+        assert (out / name).read_bytes() == (Path(model) / name).read_bytes()
+    assert result["ngram_channel"] == {
+        "weight": 0.5,
+        "full_weight": 0.0,
+        "files": [str(out / WEIGHTS_FILE), str(out / VOCAB_FILE)],
+    }
+    note = result["note"]
+    assert "model.onnx holds the transformer only: the model folder's n-gram channel (ngram_weight 0.5" in note
+    assert "document labels from model.onnx alone will differ from govtopic predict" in note
+    assert note in caplog.text and "per-window transformer logits" in caplog.text
+    assert "same label" not in caplog.text
+
+
+def test_an_output_inside_the_model_folder_is_refused(tiny_model_copy):
+    before = sorted(p.name for p in tiny_model_copy.iterdir())
+    with pytest.raises(ValueError, match=r"inside the model folder .*; export to a folder beside it, e.g. --output "):
+        export_onnx(tiny_model_copy, tiny_model_copy / "onnx")
+    assert sorted(p.name for p in tiny_model_copy.iterdir()) == before  # refused before any work
+
+
 def test_custom_check_docs_and_reexport(tiny_model_dir, tmp_path):
     out = tmp_path / "onnx"
     first = export_onnx(tiny_model_dir, out, check_docs=["通知"])
@@ -123,7 +158,7 @@ def test_cli_export_reports_agreement(tiny_model_dir, tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "100.0% same label" in out.stdout and (tmp_path / "onnx" / "model.onnx").is_file()
+    assert "same top class on 100.0%" in out.stdout and (tmp_path / "onnx" / "model.onnx").is_file()
 
 
 def test_a_link_out_of_the_model_folder_is_refused(tiny_model_copy, tmp_path):

@@ -135,6 +135,51 @@ def test_compare_runs_names_a_missing_folder(tmp_path):
         compare_runs(tmp_path, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"[1, 2]", r"not the metrics of an evaluation \(found a JSON list"),
+        (b"", r"not valid JSON"),
+        ("{}".encode("gb18030") + "\n指标".encode("gb18030"), r"not UTF-8 text"),
+        (b'{"best_metric": "l1_macro_f1", "curves": {}}', r"not the metrics of an evaluation \(found keys best_metric"),
+        (b'{"metrics": {"n": 8}}', r"not the metrics of an evaluation"),
+    ],
+    ids=["list", "empty", "gb18030", "learning-curves", "no-figures"],
+)
+def test_compare_runs_names_a_file_that_is_not_a_report(run, tmp_path, content, expected):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_bytes(content)
+    for args in ((bad, run[0]), (run[0], bad / "metrics.json")):
+        with pytest.raises(ValueError, match=expected) as err:
+            compare_runs(*args)
+        text = str(err.value)
+        assert str(bad / "metrics.json") in text and "govtopic evaluate --output DIR" in text
+        assert "metrics.json, report.md and report.html" in text
+
+
+def test_compare_runs_points_from_a_run_folder_to_its_eval_folder(run, tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text((run[0] / "metrics.json").read_text(encoding="utf-8"))
+    with pytest.raises(FileNotFoundError, match=r"no metrics.json; .*e\.g\. " + re.escape(str(tmp_path / "eval"))):
+        compare_runs(tmp_path, run[0])
+
+
+def test_compare_runs_shows_the_support_of_both_runs(run, tmp_path):
+    fewer = tmp_path / "fewer" / "metrics.json"
+    fewer.parent.mkdir()
+    keep = [0, 1, 2, 3, 4, 5]
+    metrics = compute_metrics([GOLD[i] for i in keep], _probs([True] * 8)[keep], LABELS)
+    fewer.write_text(json.dumps(metrics, ensure_ascii=False), encoding="utf-8")
+    text = compare_runs(fewer, run[0])
+    assert re.search(r"class\s+support A\s+support B\s+F1 A\s+F1 B\s+B − A", text)
+    a = metrics["per_class"]
+    b = json.loads((run[0] / "metrics.json").read_text(encoding="utf-8"))["metrics"]["per_class"]
+    name = next(n for n in b if a.get(n, {}).get("support") != b[n]["support"])
+    row = next(line for line in text.splitlines() if line.startswith(name + " "))
+    assert row.split()[1:3] == [str(a.get(name, {}).get("support", "n/a")), str(b[name]["support"])]
+
+
 def test_model_card_has_front_matter_results_and_usage():
     metrics = compute_metrics(GOLD, _probs([True] * 6 + [False] * 2), LABELS)
     baseline = {**compute_metrics(GOLD, _probs([True] * 4 + [False] * 4), LABELS), "name": "TF-IDF"}

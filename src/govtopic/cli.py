@@ -317,9 +317,12 @@ def _export(args) -> int:
     output = args.output or f"{str(args.model_dir).rstrip('/')}-onnx"
     result = export_onnx(args.model_dir, output, opset=args.opset)
     print(
-        f"ONNX model written to {result['path']}; agreement with the original on {result['windows']} windows: "
-        f"{result['label_agreement']:.1%} same label, max |logit difference| {result['max_abs_logit_diff']:.2e}"
+        f"ONNX model written to {result['path']}; per-window transformer logits match the original on "
+        f"{result['windows']} windows: same top class on {result['window_agreement']:.1%}, max |logit difference| "
+        f"{result['max_abs_logit_diff']:.2e}"
     )
+    if result.get("note"):
+        print(result["note"])
     return 0
 
 

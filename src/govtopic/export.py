@@ -4,6 +4,11 @@ The ONNX folder holds ``model.onnx`` (inputs ``input_ids`` and ``attention_mask`
 and sequence axes dynamic) next to the original config.json, tokenizer files and govtopic_config.yaml, so
 the label map and the long-document settings travel with it. Needs the optional extra:
 ``pip install 'govtopic[onnx]'``.
+
+``model.onnx`` is the transformer alone: per-window logits. ``govtopic predict`` also pools the windows and,
+when the folder has one, adds the n-gram channel's scores (govtopic/ngram.py) at the record's weight; the
+channel is not in the graph, so its files are copied beside it for consumers that add it themselves, and the
+export's result says so (``ngram_channel``, ``note``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import torch
 
 from govtopic.fsutil import mark_folder, owns_folder, replace_dir
 from govtopic.modeling import ModelLoadError
+from govtopic.ngram import VOCAB_FILE as NGRAM_VOCAB_FILE
+from govtopic.ngram import WEIGHTS_FILE as NGRAM_WEIGHTS_FILE
 from govtopic.predict import TopicClassifier
 from govtopic.titles import encode_documents
 from govtopic.windows import Windows
@@ -30,7 +37,8 @@ from govtopic.windows import Windows
 logger = logging.getLogger(__name__)
 
 ONNX_NAME = "model.onnx"
-# Copied next to model.onnx when present: the label map, the govtopic settings and the tokenizer.
+# Copied next to model.onnx when present: the label map, the govtopic settings, the tokenizer and the n-gram
+# channel (not in the graph; a consumer that adds it needs its files and the weights in config.json).
 COPIED_FILES = (
     "config.json",
     "govtopic_config.yaml",
@@ -39,6 +47,8 @@ COPIED_FILES = (
     "vocab.txt",
     "special_tokens_map.json",
     "added_tokens.json",
+    NGRAM_WEIGHTS_FILE,
+    NGRAM_VOCAB_FILE,
 )
 # The exporter has no ONNX form of scaled_dot_product_attention before opset 14.
 MIN_OPSET = 14
@@ -64,9 +74,15 @@ def export_onnx(
     """Export the classifier in ``model_dir`` to ``output_dir/model.onnx`` and check it against torch.
 
     ``output_dir`` is written atomically (an older one is replaced only once the new one is complete). The
-    check runs both models on the windows the predictor makes from ``check_docs`` (default: a few built-in
+    check runs both transformers on the windows the predictor makes from ``check_docs`` (default: a few built-in
     Chinese texts), in the same padded batches. Returns ``path`` (of model.onnx), ``max_abs_logit_diff``,
-    ``label_agreement`` (fraction of windows with the same top label), ``windows`` and ``seconds``.
+    ``window_agreement`` (fraction of windows whose transformer logits have the same top class in both;
+    ``label_agreement`` is the same figure under its old name), ``windows``, ``seconds``, ``ngram_channel``
+    (the folder's channel weights and the copied files, or None when predict() uses no channel) and ``note``
+    (what model.onnx holds and what it leaves out).
+
+    It is not a check of document labels: model.onnx is the transformer alone, without the n-gram channel, so
+    document labels from model.onnx alone differ from ``govtopic predict``'s when the folder has a channel.
     """
     started = time.time()
     onnx, ort = _require_onnx()
@@ -89,11 +105,56 @@ def export_onnx(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    result = {"path": str(output_dir / ONNX_NAME), **check, "seconds": round(time.time() - started, 3)}
-    if check["label_agreement"] < 1.0:
-        logger.warning("ONNX and torch disagree on %.1f%% of windows: %s", 100 * (1 - check["label_agreement"]), result)
-    logger.info("exported %s (max |logit diff| %.2e)", result["path"], check["max_abs_logit_diff"])
+    channel = _ngram_channel(clf, output_dir)
+    result = {
+        "path": str(output_dir / ONNX_NAME),
+        **check,
+        "label_agreement": check["window_agreement"],  # the old name of window_agreement
+        "seconds": round(time.time() - started, 3),
+        "ngram_channel": channel,
+        "note": _note(channel),
+    }
+    if check["window_agreement"] < 1.0:
+        logger.warning(
+            "ONNX and torch transformers disagree on the top class of %.1f%% of windows: %s",
+            100 * (1 - check["window_agreement"]),
+            result,
+        )
+    logger.info(
+        "exported %s; per-window transformer logits match torch on %d windows (same top class on %.1f%%, max "
+        "|logit diff| %.2e)",
+        result["path"],
+        check["windows"],
+        100 * check["window_agreement"],
+        check["max_abs_logit_diff"],
+    )
+    # Plainly, and as a warning when the graph leaves out part of what predict() adds.
+    logger.log(logging.INFO if channel is None else logging.WARNING, "%s", result["note"])
     return result
+
+
+def _ngram_channel(clf: TopicClassifier, output_dir: Path) -> dict | None:
+    """The n-gram channel predict() adds and model.onnx leaves out: its weights and the files copied; None when
+    predict() adds none."""
+    weight, full_weight = clf.record.ngram_weight, clf.record.ngram_full_weight
+    if clf.ngram is None or max(weight, full_weight) <= 0:
+        return None
+    files = [str(output_dir / name) for name in (NGRAM_WEIGHTS_FILE, NGRAM_VOCAB_FILE) if (output_dir / name).is_file()]
+    return {"weight": weight, "full_weight": full_weight, "files": files}
+
+
+def _note(channel: dict | None) -> str:
+    if channel is None:
+        return (
+            f"{ONNX_NAME} holds the transformer only (per-window logits); this model uses no n-gram channel, so "
+            "pooling the windows as govtopic_config.yaml says gives govtopic predict's labels."
+        )
+    return (
+        f"{ONNX_NAME} holds the transformer only: the model folder's n-gram channel (ngram_weight "
+        f"{channel['weight']:g}, ngram_full_weight {channel['full_weight']:g}) is not in it, so document labels "
+        f"from {ONNX_NAME} alone will differ from govtopic predict. The channel's files are copied beside it "
+        f"({NGRAM_WEIGHTS_FILE}, {NGRAM_VOCAB_FILE}) for consumers that add its scores as govtopic/ngram.py does."
+    )
 
 
 def _require_onnx():
@@ -119,6 +180,12 @@ def _check_arguments(model_dir: Path, output_dir: Path, opset: int) -> None:
         raise ValueError(
             f"output_dir {output_dir} holds the model folder {model_dir} and would replace it; export to "
             f"another folder, e.g. {model_dir}-onnx"
+        )
+    if src in out.parents:
+        # The model folder is what push uploads and what predict reads: an export inside it does not belong there.
+        raise ValueError(
+            f"output_dir {output_dir} is inside the model folder {model_dir}; export to a folder beside it, e.g. "
+            f"--output {str(model_dir).rstrip('/')}-onnx"
         )
     if output_dir.exists() and not _earlier_export(output_dir):
         # output_dir is replaced as a whole: never a folder that is not an earlier export.
@@ -220,7 +287,8 @@ def pad_batch(windows: Windows, rows: np.ndarray, pad_id: int) -> tuple[np.ndarr
 
 @torch.inference_mode()
 def compare(clf: TopicClassifier, session, docs: list[str], batch_size: int = CHECK_BATCH) -> dict:
-    """Largest logit difference and top-label agreement of torch and ONNX on the predictor's windows."""
+    """Largest logit difference of torch and ONNX transformers on the predictor's windows, and the share of
+    windows whose logits have the same top class (``window_agreement``; per window, not document labels)."""
     prepared = clf.prepare(list(docs))  # stage 1 of predict(): the same text, titles and windows
     if not prepared.todo:
         raise ValueError("check_docs has no text left after normalisation; pass a few real documents")
@@ -236,4 +304,4 @@ def compare(clf: TopicClassifier, session, docs: list[str], batch_size: int = CH
         (got,) = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
         worst = max(worst, float(np.abs(got - ref).max()))
         same += int((got.argmax(axis=1) == ref.argmax(axis=1)).sum())
-    return {"max_abs_logit_diff": worst, "label_agreement": same / len(windows), "windows": len(windows)}
+    return {"max_abs_logit_diff": worst, "window_agreement": same / len(windows), "windows": len(windows)}

@@ -484,14 +484,44 @@ def write_report(
 
 
 # ------------------------------------------------------------------ comparing two runs
+_REPORT_FOLDER = (
+    "expected a report folder written by `govtopic evaluate --output DIR` (it holds metrics.json, report.md and "
+    "report.html), or the metrics.json in it"
+)
+
+
 def _load_run(run: str | Path) -> tuple[dict, str]:
+    """The metrics of one run (a report folder or its metrics.json) and the file they came from; a ValueError
+    naming the file for anything that is not an evaluation's metrics."""
     path = Path(run)
+    inside = sorted(p.parent for p in path.glob("*/metrics.json")) if path.is_dir() else []
+    if inside and not (path / "metrics.json").is_file():  # a run folder: its report folders are one level down
+        raise FileNotFoundError(f"{run}: no metrics.json; {_REPORT_FOLDER}, e.g. {', '.join(map(str, inside))}")
     path = path / "metrics.json" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"{run}: expected a report folder holding metrics.json, or a metrics.json file")
-    data = json.loads(path.read_text(encoding="utf-8"))
+        raise FileNotFoundError(f"{run}: {_REPORT_FOLDER}")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err}); {_REPORT_FOLDER}") from err
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); {_REPORT_FOLDER}") from err
     # A report's metrics.json wraps the figures under "metrics"; a bare compute_metrics() dump does not.
-    return (data["metrics"] if isinstance(data.get("metrics"), dict) else data), str(path)
+    metrics = data.get("metrics") if isinstance(data, dict) and isinstance(data.get("metrics"), dict) else data
+    if not _is_metrics(metrics):
+        found = f"a JSON {type(data).__name__}" if not isinstance(data, dict) else f"keys {', '.join(list(data)[:6])}"
+        raise ValueError(
+            f"{path}: not the metrics of an evaluation (found {found}; expected a document count `n` and figures "
+            f"such as accuracy and macro_f1); {_REPORT_FOLDER}"
+        )
+    return metrics, str(path)
+
+
+def _is_metrics(metrics) -> bool:
+    """compute_metrics()'s figures: a document count and at least one headline number."""
+    if not isinstance(metrics, dict) or type(metrics.get("n")) is not int:
+        return False
+    return any(isinstance(_get(metrics, path), (int, float)) for _, path in _HEADLINE)
 
 
 def _width(text: str) -> int:
@@ -517,12 +547,12 @@ def _class_deltas(a: dict | None, b: dict | None) -> list[list[str]]:
     rows = []
     for name in set(a) | set(b):
         fa, fb = _get(a, (name, "f1")), _get(b, (name, "f1"))
-        support = _get(b, (name, "support")) if name in b else _get(a, (name, "support"))
+        support_a, support_b = _get(a, (name, "support")), _get(b, (name, "support"))
         rows.append(
             (
                 abs(fb - fa) if fa is not None and fb is not None else -1.0,
                 name,
-                [name, str(support), _fmt(fa), _fmt(fb), _delta(fa, fb)],
+                [name, _fmt(support_a), _fmt(support_b), _fmt(fa), _fmt(fb), _delta(fa, fb)],
             )
         )
     # Largest change first; classes present in one run only (no delta) last.
@@ -550,7 +580,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
             parts += [
                 "",
                 f"{title} (B − A, largest change first)",
-                _text_table(["class", "support", "F1 A", "F1 B", "B − A"], rows),
+                _text_table(["class", "support A", "support B", "F1 A", "F1 B", "B − A"], rows),
             ]
     return "\n".join(parts)
 
