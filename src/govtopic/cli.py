@@ -359,9 +359,13 @@ def _add_serve_parsers(sub) -> None:
             "--" + name.replace("_", "-"), type=type(value), default=value, help=f"{help_text} (default {value})"
         )
 
-    rp = sub.add_parser("predict-ray", help="predict JSONL/Parquet files on Ray Data into Parquet (needs ray)")
+    rp = sub.add_parser(
+        "predict-ray", help="predict JSONL/JSON/CSV/TSV/Parquet files on Ray Data into Parquet (needs ray)"
+    )
     rp.add_argument("model_dir", help="model folder (every Ray worker must see the same path)")
-    rp.add_argument("inputs", nargs="+", help=".jsonl or .parquet files (optionally .jsonl.gz), or folders of them")
+    rp.add_argument(
+        "inputs", nargs="+", help=".jsonl/.json/.csv/.tsv (optionally .gz) or .parquet files, or folders of them"
+    )
     rp.add_argument("--output", required=True, help="folder for one Parquet file per input file")
     rp.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
     rp.add_argument("--actors", type=int, default=1, help="model actors (each loads the model once)")
@@ -400,8 +404,10 @@ def _predict_ray(args) -> int:
         **_table_columns(args),
     )
     print(
-        f"predicted {counts['predicted']} documents from {counts['files_done']} file(s) "
-        f"({counts['files_skipped']} already done) in {counts['seconds']} s; Parquet files in {counts['output']}"
+        f"predicted {counts['predicted']} documents, {counts['no_topic']} without a topic (empty or unreadable "
+        f"text: see the reason column) and {counts['errors']} unreadable rows (see the error column) from "
+        f"{counts['files_done']} file(s) ({counts['files_skipped']} already done) in {counts['seconds']} s; "
+        f"Parquet files in {counts['output']}"
     )
     return 0
 

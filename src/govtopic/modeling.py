@@ -47,6 +47,22 @@ def _check_local_folder(path: Path, allow_pickle: bool, need_weights: bool = Tru
         raise ModelLoadError(f"{path} has no weights file (model.safetensors); the folder is incomplete")
 
 
+def check_model_path(name_or_path: str, allow_pickle: bool = False) -> None:
+    """Before loading: a local model folder must exist, be a folder, and hold config.json and weights this
+    loader may read; a Hub id (``name`` or ``org/name``) is left to the download. Raises ``ModelLoadError``.
+
+    Example:
+        >>> check_model_path("runs/quickstart/model")  # nothing: the folder can be loaded
+    """
+    local = Path(name_or_path)
+    if local.exists():
+        if not local.is_dir():
+            raise ModelLoadError(f"{local} is a file; pass the model folder that holds config.json")
+        _check_local_folder(local, allow_pickle)
+    elif looks_local(name_or_path):
+        raise ModelLoadError(f"model folder {name_or_path} does not exist")
+
+
 def looks_local(name_or_path: str) -> bool:
     """A path rather than a Hub id (``name`` or ``org/name``): it starts with ``.``, ``/`` or ``~``, or has more
     than one ``/``."""
@@ -217,12 +233,7 @@ def load_for_inference(
     from transformers import AutoModelForSequenceClassification
 
     local = Path(name_or_path)
-    if local.exists():
-        if not local.is_dir():
-            raise ModelLoadError(f"{local} is a file; pass the model folder that holds config.json")
-        _check_local_folder(local, allow_pickle)
-    elif looks_local(name_or_path):
-        raise ModelLoadError(f"model folder {name_or_path} does not exist")
+    check_model_path(name_or_path, allow_pickle)
     device = resolve_device(device)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(

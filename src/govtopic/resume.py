@@ -161,8 +161,7 @@ def check_settings(output: Path, settings: dict) -> None:
             f"of other settings; pass --no-resume to predict everything again into {output}, or choose another "
             "--output"
         )
-    differ = [_differs(name, before.get(name), settings.get(name)) for name in sorted({*before, *settings})]
-    differ = [x for x in differ if x]
+    differ = settings_differences(before, settings)
     if differ:
         raise ValueError(
             f"{output} holds results predicted with other settings ({'; '.join(differ)}), and resuming would mix "
@@ -171,12 +170,22 @@ def check_settings(output: Path, settings: dict) -> None:
         )
 
 
-def _differs(name: str, before, now) -> str | None:
-    if before == now:
-        return None
-    if name == "model_config":
-        return "the model folder's config.json changed since (the model was trained again?)"
-    return f"{name} was {before!r}, now {now!r}"
+def settings_differences(before: dict, now: dict) -> list[str]:
+    """How the settings results were made with (``before``) differ from ``now``, in words; empty: the same.
+
+    Example:
+        >>> settings_differences({"top_k": 1}, {"top_k": 3})
+        ['top_k was 1, now 3']
+    """
+    out = []
+    for name in sorted({*before, *now}):
+        if before.get(name) == now.get(name):
+            continue
+        if name == "model_config":
+            out.append("the model folder's config.json changed since (the model was trained again?)")
+        else:
+            out.append(f"{name} was {before.get(name)!r}, now {now.get(name)!r}")
+    return out
 
 
 @dataclass
