@@ -158,37 +158,39 @@ def _source_file(tmp_path, rows):
     return path
 
 
-def test_one_document_id_with_two_labels_is_an_error_naming_it(tmp_path):
+def _two_topics(n: int) -> list[dict]:
+    """``n`` city-planning rows and ``n`` justice rows, ids d0.. and s0.."""
+    rows = [{"id": f"d{i}", "text": f"城市规划{i}", "label": "城乡建设、环境保护"} for i in range(n)]
+    return rows + [{"id": f"s{i}", "text": f"法院司法{i}", "label": "公安、安全、司法"} for i in range(n)]
+
+
+def _refusal(tmp_path, rows) -> str:
+    """The DataError message training's data loading gives for ``rows``."""
     from govtopic.config import DataConfig
     from govtopic.data import DataError, load_labelled
 
-    rows = [{"id": f"d{i}", "text": f"城市规划{i}", "label": "城乡建设、环境保护"} for i in range(10)]
-    rows += [{"id": f"s{i}", "text": f"法院司法{i}", "label": "公安、安全、司法"} for i in range(10)]
-    rows.append({"id": "d3", "text": "城市规划3", "label": "其他"})
     cfg = DataConfig(train_file=str(_source_file(tmp_path, rows)), taxonomy=None, title_column=None)
     with pytest.raises(DataError) as info:
         load_labelled(cfg, None, 0)
-    assert "1 document id(s) given different labels (id d3: 其他, 城乡建设、环境保护 (rows 4, 21))" in str(info.value)
+    return str(info.value)
+
+
+def test_one_document_id_with_two_labels_is_an_error_naming_it(tmp_path):
+    rows = [*_two_topics(10), {"id": "d3", "text": "城市规划3", "label": "其他"}]
+    message = _refusal(tmp_path, rows)
+    assert "1 document id(s) given different labels (id d3: 其他, 城乡建设、环境保护 (rows 4, 21))" in message
 
 
 def test_a_training_file_of_one_class_is_refused_before_training(tmp_path):
-    from govtopic.config import DataConfig
-    from govtopic.data import DataError, load_labelled
-
-    rows = [{"id": f"d{i}", "text": f"城市规划{i}", "label": "城乡建设、环境保护"} for i in range(20)]
-    cfg = DataConfig(train_file=str(_source_file(tmp_path, rows)), taxonomy=None, title_column=None)
-    with pytest.raises(DataError) as info:
-        load_labelled(cfg, None, 0)
-    assert "only one class (城乡建设、环境保护); a classifier needs at least two" in str(info.value)
+    message = _refusal(tmp_path, _two_topics(20)[:20])  # the city-planning rows alone: one class
+    assert "only one class (城乡建设、环境保护); a classifier needs at least two" in message
 
 
 def test_labels_dropped_as_unknown_are_counted_once(tmp_path):
     from govtopic.config import DataConfig
     from govtopic.data import load_labelled
 
-    rows = [{"id": f"d{i}", "text": f"城市规划{i}", "label": "城乡建设、环境保护"} for i in range(10)]
-    rows += [{"id": f"s{i}", "text": f"法院司法{i}", "label": "公安、安全、司法"} for i in range(10)]
-    rows += [{"id": f"u{i}", "text": f"未知{i}", "label": "不存在的类"} for i in range(3)]
+    rows = _two_topics(10) + [{"id": f"u{i}", "text": f"未知{i}", "label": "不存在的类"} for i in range(3)]
     rows += [{"id": f"n{i}", "text": f"无标签{i}", "label": None} for i in range(2)]
     cfg = DataConfig(
         train_file=str(_source_file(tmp_path, rows)),
