@@ -510,8 +510,8 @@ def predict(
         allow_pickle: accept pickle weights (they can run code when loaded); off by default.
 
     Example:
-        >>> predict({"title": "关于做好2024年春耕生产工作的通知", "text": ""}, model="runs/quickstart/model")
-        {'label': '农业、林业、水利\\农业、畜牧业、渔业', 'label_l1': '农业、林业、水利', ...}
+        >>> predict({"title": "关于加快发展现代农业的意见", "text": ""}, model="runs/quickstart/model")
+        {'label': '农业、林业、水利\\农业、畜牧业、渔业', 'label_l1': '农业、林业、水利', 'score': 0.48, ...}
     """
     if (
         isinstance(texts, Iterable)
