@@ -231,16 +231,13 @@ def mark_folder(path: Path, kind: str) -> None:
     atomic_write_text(path / FOLDER_MARKER, json.dumps({"kind": kind, "written_by": "govtopic"}) + "\n")
 
 
-def claim_folder(path: str | Path, kind: str, option: str = "", legacy: Callable[[Path], bool] | None = None) -> Path:
-    """Make ``path`` a folder govtopic may write its ``kind`` of output into, or refuse it.
-
-    A missing or empty folder is created and marked; a folder govtopic marked for the same kind is reused;
-    ``legacy`` recognises such a folder written by an older govtopic (it is then marked). Anything else, e.g.
-    a folder of the user's own files, is a ``FileSafetyError`` naming it and the fix: nothing in it is touched.
+def check_folder_claimable(
+    path: str | Path, kind: str, option: str = "", legacy: Callable[[Path], bool] | None = None
+) -> None:
+    """Raise what ``claim_folder`` would raise for ``path``, writing nothing: for a check before long work.
 
     Example:
-        >>> claim_folder("runs/x/eval", "evaluation report", "--output")
-        PosixPath('runs/x/eval')
+        >>> check_folder_claimable("runs/x/review", "review queue", "--output")  # nothing: it may be claimed
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -253,6 +250,21 @@ def claim_folder(path: str | Path, kind: str, option: str = "", legacy: Callable
                 f"folder {path} holds files govtopic did not write ({shown}), so govtopic will not write its "
                 f"{kind} there: choose a new or empty folder{_via(option)}"
             )
+
+
+def claim_folder(path: str | Path, kind: str, option: str = "", legacy: Callable[[Path], bool] | None = None) -> Path:
+    """Make ``path`` a folder govtopic may write its ``kind`` of output into, or refuse it.
+
+    A missing or empty folder is created and marked; a folder govtopic marked for the same kind is reused;
+    ``legacy`` recognises such a folder written by an older govtopic (it is then marked). Anything else, e.g.
+    a folder of the user's own files, is a ``FileSafetyError`` naming it and the fix: nothing in it is touched.
+
+    Example:
+        >>> claim_folder("runs/x/eval", "evaluation report", "--output")
+        PosixPath('runs/x/eval')
+    """
+    path = Path(path)
+    check_folder_claimable(path, kind, option, legacy)
     path.mkdir(parents=True, exist_ok=True)
     if not owns_folder(path, kind):
         mark_folder(path, kind)

@@ -26,7 +26,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from govtopic.fsutil import FileSafetyError, atomic_write_text, check_writable_path, claim_folder
+from govtopic.fsutil import (
+    FileSafetyError,
+    atomic_write_text,
+    check_folder_claimable,
+    check_writable_path,
+    claim_folder,
+)
 from govtopic.labels import SEP, l1
 from govtopic.review import describe
 
@@ -292,6 +298,7 @@ def write_review_queue(
     _check_queue_folder(out)
     check_inputs(inputs)
     classes = _explicit_taxonomy(taxonomy) if taxonomy else None
+    check_folder_claimable(out, "review queue", "--output", legacy=_older_queue)  # never a folder of the user's
     clf = TopicClassifier(model_dir)
     if not clf.record.thresholds:
         raise ValueError(
