@@ -201,3 +201,11 @@ def test_resuming_with_other_settings_or_another_model_is_refused(tiny_model_dir
     with pytest.raises(ValueError, match="model was .*, now .*delete those files .* or choose another --output"):
         predict_ray(tiny_model_copy, [str(table)], out)
     assert sorted(p.name for p in out.iterdir()) == ["a.jsonl.predictions.parquet"]
+
+
+def test_damaged_weights_are_refused_in_the_driver_not_in_every_actor(tiny_model_copy, table, tmp_path):
+    weights = tiny_model_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match="could not load weights"):
+        predict_ray(str(tiny_model_copy), [str(table)], tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not _ray_started()

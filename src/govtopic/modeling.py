@@ -310,8 +310,13 @@ def _explain_damaged_folder(folder: Path) -> None:
             f"{config_file} is not a readable JSON file ({err}); the folder is damaged: copy it again, or train "
             "the model again"
         ) from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ModelLoadError(
+            f"{folder}: its config.json is not a model's configuration (no model_type); pass the model folder "
+            "`govtopic train` wrote (RUN/model)"
+        )
     weights = folder / "model.safetensors"
-    if not isinstance(config, dict) or not weights.is_file():
+    if not weights.is_file():
         return
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForSequenceClassification

@@ -27,7 +27,6 @@ import pandas as pd
 
 from govtopic.fsutil import written_by_govtopic
 from govtopic.inputs import Columns, iter_records
-from govtopic.modeling import ModelLoadError
 from govtopic.record import ModelRecord
 from govtopic.resume import run_settings, settings_differences
 
@@ -306,22 +305,12 @@ def _check_inputs(inputs: list[str]) -> None:
 
 
 def check_model(model: str) -> ModelRecord:
-    """The model folder's record, checked in the driver before Ray starts: a path that is not a model folder
-    raises govtopic's ``ModelLoadError`` here rather than in every actor."""
-    from transformers import AutoConfig
+    """The model folder's record, checked in the driver before Ray starts: the model is loaded once on the CPU
+    by the same loader the actors use, so a path that is not a model folder, damaged weights, a missing
+    tokenizer or a damaged n-gram channel raise govtopic's ``ModelLoadError`` here rather than in every actor."""
+    from govtopic.predict import TopicClassifier
 
-    from govtopic.modeling import check_model_path
-
-    path = Path(model)
-    check_model_path(model)
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except Exception as err:  # noqa: BLE001 - transformers raises many types for a folder or id it cannot use
-        where = "its config.json is not a model's configuration" if path.is_dir() else "no such model folder or Hub id"
-        raise ModelLoadError(
-            f"{model}: {where} ({type(err).__name__}: {err}); pass the model folder `govtopic train` wrote (RUN/model)"
-        ) from None
-    return ModelRecord.from_config(config, model)
+    return TopicClassifier(model, device="cpu").record
 
 
 def _todo(files: list[Path], output: Path, settings: dict) -> list[Path]:
