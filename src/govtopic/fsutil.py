@@ -234,15 +234,23 @@ def mark_folder(path: Path, kind: str) -> None:
 def check_folder_claimable(
     path: str | Path, kind: str, option: str = "", legacy: Callable[[Path], bool] | None = None
 ) -> None:
-    """Raise what ``claim_folder`` would raise for ``path``, writing nothing: for a check before long work.
+    """Raise what ``claim_folder`` would raise for ``path``, writing nothing: for a check before long work. A
+    folder that cannot be written (read-only, or to be made under a file or a read-only folder) is refused too.
 
     Example:
         >>> check_folder_claimable("runs/x/review", "review queue", "--output")  # nothing: it may be claimed
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if not path.exists():  # a new folder: the nearest existing folder above it must take it
+        _check_parent(path, f"{kind} folder", option)
+        return
+    if not path.is_dir():
         raise FileSafetyError(f"{path} is a file, not a folder: choose a folder{_via(option)}")
-    if path.is_dir() and not owns_folder(path, kind):
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise FileSafetyError(
+            f"{kind} folder {path} is read-only; make it writable or choose another folder{_via(option)}"
+        )
+    if not owns_folder(path, kind):
         entries = sorted(p.name for p in path.iterdir())
         if entries and not (legacy is not None and legacy(path)):
             shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +29,6 @@ from govtopic.fsutil import (
     FileSafetyError,
     atomic_write_text,
     check_folder_claimable,
-    check_writable_path,
     claim_folder,
 )
 from govtopic.labels import SEP, l1
@@ -145,17 +143,6 @@ def _older_queue(path: Path) -> bool:
 
 
 QUEUE_FILES = ("queue.jsonl", "label_studio_tasks.json", "label_studio_config.xml")
-_FOLDER = ("review queue folder", "--output")
-
-
-def _check_queue_folder(path: Path) -> None:
-    """Refuse a queue folder that cannot be written (read-only, or under a file) before any work."""
-    if not path.exists():
-        check_writable_path(path, *_FOLDER)  # a new folder: the nearest existing folder above it must be writable
-    elif path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
-        raise FileSafetyError(
-            f"review queue folder {path} is read-only; make it writable or choose another folder (--output)"
-        )
 
 
 @contextmanager
@@ -295,10 +282,10 @@ def write_review_queue(
     # Before any work: the queue folder must be writable and new, empty, or an earlier queue (never a folder of
     # the user's); the inputs and the taxonomy must be there.
     out = Path(output_dir)
-    _check_queue_folder(out)
+    # Writable, and never a folder of the user's.
+    check_folder_claimable(out, "review queue", "--output", legacy=_older_queue)
     check_inputs(inputs)
     classes = _explicit_taxonomy(taxonomy) if taxonomy else None
-    check_folder_claimable(out, "review queue", "--output", legacy=_older_queue)  # never a folder of the user's
     clf = TopicClassifier(model_dir)
     if not clf.record.thresholds:
         raise ValueError(
