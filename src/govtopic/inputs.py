@@ -179,10 +179,16 @@ class _Seen:
             )
 
 
-def _passed_over(path: Path, folder: Path) -> bool:
+def hidden_or_system(path: Path, folder: Path) -> bool:
+    """Whether a file found in ``folder`` is hidden (a dot name on its path under the folder, so also macOS's
+    ``._name`` and ``__MACOSX`` copies) or a system file (Thumbs.db, desktop.ini, an Office ``~$`` lock file)."""
     name = path.name.lower()
     hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-    return hidden or name in _SYSTEM_FILES or name.startswith("~$") or written_by_govtopic(path)
+    return hidden or name in _SYSTEM_FILES or name.startswith("~$")
+
+
+def _passed_over(path: Path, folder: Path) -> bool:
+    return hidden_or_system(path, folder) or written_by_govtopic(path)
 
 
 def _table_kind(path: Path) -> str:

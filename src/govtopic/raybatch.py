@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from govtopic.fsutil import written_by_govtopic
-from govtopic.inputs import Columns, iter_records
+from govtopic.inputs import Columns, hidden_or_system, iter_records
 from govtopic.record import ModelRecord
 from govtopic.resume import run_settings, settings_differences
 
@@ -38,7 +38,6 @@ _TABLES = (".jsonl", ".json", ".csv", ".tsv")
 READABLE = (*_TABLES, *(t + ".gz" for t in _TABLES), ".parquet")
 READS = "JSONL, JSON, CSV and TSV tables (also .gz) and Parquet files; use `govtopic predict` for .txt documents"
 # Files a folder may hold that are nobody's document (Windows thumbnails, Office lock files start with ~$).
-_SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
 # Columns of every output file, in this order, with their types; "json": a nested result as a JSON string.
 _ROW_FIELDS = [("file", "string"), ("source", "string"), ("id", "string"), ("error", "string")]
 _RESULT_FIELDS = [
@@ -163,14 +162,11 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def _why_not_read(path: Path, folder: Path) -> str | None:
-    name = path.name.lower()
-    if any(part.startswith(".") for part in path.relative_to(folder).parts) or name in _SYSTEM_FILES:
-        return "hidden or system files"
-    if name.startswith("~$"):
-        return "hidden or system files"
     if _is_prediction_output(path) or written_by_govtopic(path):
         return "govtopic's own outputs, never read as documents"
-    if not name.endswith(READABLE):
+    if hidden_or_system(path, folder):
+        return "hidden or system files"
+    if not path.name.lower().endswith(READABLE):
         return f"not a table predict-ray reads; it reads {READS}"
     return None
 
