@@ -23,6 +23,7 @@ from govtopic.metrics import (
     worst_confusions,
 )
 from govtopic.predict import TopicClassifier, has_words
+from govtopic.record import CONFIG_FILE
 from govtopic.review import PRIOR_DOCS, add_risk_coverage, check_fit_args, fit_thresholds, held_out
 from govtopic.titles import prepend
 
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 def saved_config(model_dir: str | Path) -> Config:
     """The training config stored in a model folder (defaults when the folder has none)."""
-    path = Path(model_dir) / "govtopic_config.yaml"
+    path = Path(model_dir) / CONFIG_FILE
     return load_config(path) if path.is_file() else Config()
 
 

@@ -31,6 +31,7 @@ from govtopic.modeling import ModelLoadError
 from govtopic.ngram import VOCAB_FILE as NGRAM_VOCAB_FILE
 from govtopic.ngram import WEIGHTS_FILE as NGRAM_WEIGHTS_FILE
 from govtopic.predict import TopicClassifier
+from govtopic.record import BESIDE_WEIGHTS
 from govtopic.titles import encode_documents
 from govtopic.windows import Windows
 
@@ -39,17 +40,7 @@ logger = logging.getLogger(__name__)
 ONNX_NAME = "model.onnx"
 # Copied next to model.onnx when present: the label map, the govtopic settings, the tokenizer and the n-gram
 # channel (not in the graph; a consumer that adds it needs its files and the weights in config.json).
-COPIED_FILES = (
-    "config.json",
-    "govtopic_config.yaml",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    NGRAM_WEIGHTS_FILE,
-    NGRAM_VOCAB_FILE,
-)
+COPIED_FILES = BESIDE_WEIGHTS
 # The exporter has no ONNX form of scaled_dot_product_attention before opset 14.
 MIN_OPSET = 14
 # Windows per batch in the agreement check; small, so the batches differ in padding.

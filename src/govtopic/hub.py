@@ -15,30 +15,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from govtopic.modeling import ModelLoadError
-from govtopic.ngram import VOCAB_FILE as NGRAM_VOCAB_FILE
-from govtopic.ngram import WEIGHTS_FILE as NGRAM_WEIGHTS_FILE
+from govtopic.record import MODEL_FILES
 
 logger = logging.getLogger(__name__)
 
-# The files of a model folder, at its top level: what save_model_folder (weights, config.json with the label
-# map and the govtopic record, tokenizer, govtopic_config.yaml), the n-gram channel and the model card write.
-# Anything else a user put there (predictions, an ONNX export) is not part of the model and is not published.
-MODEL_FILES = (
-    "config.json",
-    "model.safetensors",
-    "model-*-of-*.safetensors",  # sharded weights, and their index below
-    "model.safetensors.index.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "govtopic_config.yaml",
-    NGRAM_WEIGHTS_FILE,
-    NGRAM_VOCAB_FILE,
-    "README.md",
-)
+# Uploaded: the model's own files at the folder's top level (record.MODEL_FILES). Anything else a user put
+# there (predictions, an ONNX export) is not part of the model and is not published.
 # Never mentioned as left out: hidden files (govtopic's markers), half-written files, caches.
 _UNREMARKABLE = (".*", "*.partial", "__pycache__")
 

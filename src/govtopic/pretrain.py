@@ -21,6 +21,7 @@ from govtopic.data import document_text, file_format, read_table
 from govtopic.fsutil import replace_dir
 from govtopic.modeling import check_model_sources, load_tokenizer
 from govtopic.normalize import normalize_many
+from govtopic.record import CONFIG_FILE
 from govtopic.windows import tokenize
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def pretrain(cfg: Config) -> Path:
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "govtopic_config.yaml")
+    cfg.save(run_dir / CONFIG_FILE)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision)
     pc = cfg.pretrain
     data = Dataset.from_dict(sequences(tokenizer, load_texts(cfg), pc.max_length, pc.whole_word_mask))
@@ -194,7 +195,7 @@ def pretrain(cfg: Config) -> Path:
     mlm.save_pretrained(staging, safe_serialization=True)
     _set_architecture(staging / "config.json", "BertForMaskedLM")
     tokenizer.save_pretrained(staging)
-    cfg.save(staging / "govtopic_config.yaml")
+    cfg.save(staging / CONFIG_FILE)
     (staging / "pretrain_log.txt").write_text(
         f"sequences {len(data)}\ntrain_loss {result.training_loss:.4f}\nseconds {time.time() - started:.0f}\n",
         encoding="utf-8",

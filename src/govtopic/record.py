@@ -19,8 +19,33 @@ from typing import Any, Literal
 from govtopic.config import ConfigError, LongDocConfig, _build, _short, check_long_doc
 from govtopic.labels import l1
 from govtopic.modeling import ModelLoadError
+from govtopic.ngram import VOCAB_FILE as NGRAM_VOCAB_FILE
+from govtopic.ngram import WEIGHTS_FILE as NGRAM_WEIGHTS_FILE
 from govtopic.normalize import NormalizeConfig
 
+# The files of a model folder, named in one place. The training config kept beside the weights:
+CONFIG_FILE = "govtopic_config.yaml"
+# What a reader of the weights needs beside them: the label map and settings, the tokenizer, the n-gram channel.
+BESIDE_WEIGHTS = (
+    "config.json",
+    CONFIG_FILE,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    NGRAM_WEIGHTS_FILE,
+    NGRAM_VOCAB_FILE,
+)
+# Everything that is the model (name patterns): the weights (sharded too), the files beside them and its card.
+MODEL_FILES = (
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "generation_config.json",
+    *BESIDE_WEIGHTS,
+    "README.md",
+)
 # Problems are named from here: "config.json govtopic.long_doc.stride: ...".
 PREFIX = "config.json govtopic"
 # Fields read from config.json's id2label rather than from its govtopic settings.
@@ -224,7 +249,7 @@ def _settings(config: Any, problems: list[str]) -> dict[str, Any]:
 # windows, say) would predict differently from training.
 _ALWAYS_WRITTEN = ("long_doc", "normalize")
 # Files only govtopic writes into a model folder.
-_GOVTOPIC_FILES = ("govtopic_config.yaml", "ngram_channel.safetensors")
+_GOVTOPIC_FILES = (CONFIG_FILE, NGRAM_WEIGHTS_FILE)
 
 
 def _check_written_settings(settings: dict[str, Any], source: str, problems: list[str]) -> None:

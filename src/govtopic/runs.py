@@ -32,6 +32,7 @@ from govtopic import __version__
 from govtopic.config import Config
 from govtopic.data import DataError
 from govtopic.fsutil import atomic_write_text
+from govtopic.record import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def _listing(run_dir: Path, shown: int = 5) -> str:
 
 def _refuse_foreign(run_dir: Path, overwrite: bool) -> None:
     """A non-empty folder without the marker: refused, unless it is an older govtopic run and overwrite is set."""
-    older_run = (run_dir / "govtopic_config.yaml").is_file() and not (run_dir / "config.json").is_file()
+    older_run = (run_dir / CONFIG_FILE).is_file() and not (run_dir / "config.json").is_file()
     if older_run and overwrite:
         return
     if older_run:

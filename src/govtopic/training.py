@@ -32,10 +32,11 @@ from govtopic.modeling import (
     default_device,
     load_tokenizer,
 )
+from govtopic.record import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "govtopic_config.yaml"
+CONFIG_NAME = CONFIG_FILE  # the name older scripts import from here
 
 
 def window_dataset(tokenizer, split, label_names: list[str], cfg: Config, scheme=None):
