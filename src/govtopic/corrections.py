@@ -137,22 +137,37 @@ def as_corrections(rows: list[dict], source, scheme, skipped: dict, path: str) -
     return out
 
 
-def _one_label_per_id(rows, ids, labels, path: str, skipped: dict) -> list[dict]:
+def id_conflicts(ids: list[str | None], labels: list[str | None]) -> tuple[int, int, str] | None:
+    """The document ids given more than one label, as (ids, their rows, the first five listed with their labels
+    and row numbers); None when every id has one label. Rows without an id or a label are left out.
+
+    Example:
+        >>> id_conflicts(["a", "b", "a"], ["其他", "其他", "综合政务"])
+        (1, 2, 'id a: 其他, 综合政务 (rows 1, 3)')
+    """
     seen: dict[str, set] = defaultdict(set)
     where: dict[str, list[int]] = defaultdict(list)
     for number, (ident, label) in enumerate(zip(ids, labels), 1):
-        if label is not None:
+        if ident is not None and label is not None:
             seen[ident].add(label)
             where[ident].append(number)
     conflicts = {i: labs for i, labs in seen.items() if len(labs) > 1}
+    if not conflicts:
+        return None
+    shown = "; ".join(
+        f"id {i}: {', '.join(sorted(labs))} (rows {', '.join(map(str, where[i][:5]))})"
+        for i, labs in list(conflicts.items())[:5]
+    )
+    more = "; ..." if len(conflicts) > 5 else ""
+    return len(conflicts), sum(len(where[i]) for i in conflicts), shown + more
+
+
+def _one_label_per_id(rows, ids, labels, path: str, skipped: dict) -> list[dict]:
+    conflicts = id_conflicts(ids, labels)
     if conflicts:
-        shown = "; ".join(
-            f"id {i}: {', '.join(sorted(labs))} (rows {', '.join(map(str, where[i][:5]))})"
-            for i, labs in list(conflicts.items())[:5]
-        )
-        n_rows = sum(len(where[i]) for i in conflicts)
+        n_ids, n_rows, shown = conflicts
         raise DataError(
-            f"{path}: {len(conflicts)} document id(s) given different labels in the same file ({n_rows} rows): "
+            f"{path}: {n_ids} document id(s) given different labels in the same file ({n_rows} rows): "
             f"{shown}. Keep one label per id, or put the later decision in a later source (a later source wins)."
         )
     out, kept = [], set()

@@ -438,33 +438,24 @@ def load_labelled(cfg: DataConfig, norm: NormalizeConfig | None, seed: int) -> L
 def _check_repeated_ids(rows: list[dict], path: str) -> None:
     """One document id, one label: an id given different labels in one source is an error naming them (the
     model would learn both); an id repeated with the same label is a warning (the document weighs double)."""
-    labels: dict[str, set[str]] = {}
-    lines: dict[str, list[int]] = {}
-    for number, row in enumerate(rows, 1):
-        ident = row.get("id")
-        if ident is None or row["_label"] is None or str(ident).strip() == "":
-            continue
-        labels.setdefault(str(ident), set()).add(row["_label"])
-        lines.setdefault(str(ident), []).append(number)
-    conflicts = {i: labs for i, labs in labels.items() if len(labs) > 1}
+    ids = [str(r["id"]) if r.get("id") is not None and str(r["id"]).strip() else None for r in rows]
+    labels = [r["_label"] for r in rows]
+    conflicts = corrections.id_conflicts(ids, labels)
     if conflicts:
-        shown = "; ".join(
-            f"id {i}: {', '.join(sorted(labs))} (rows {', '.join(map(str, lines[i][:5]))})"
-            for i, labs in list(conflicts.items())[:5]
-        )
-        more = "; ..." if len(conflicts) > 5 else ""
+        n_ids, _, shown = conflicts
         raise DataError(
-            f"{path}: {len(conflicts)} document id(s) given different labels ({shown}{more}). "
+            f"{path}: {n_ids} document id(s) given different labels ({shown}). "
             "Keep one row per document, or put the corrected labels in a corrections source listed after this one "
             "(data/README.md), which wins for the same id"
         )
-    repeated = {i: n for i, n in lines.items() if len(n) > 1}
+    counts = Counter(i for i, label in zip(ids, labels) if i is not None and label is not None)
+    repeated = [i for i, n in counts.items() if n > 1]
     if repeated:
         logger.warning(
             "%s: %d document id(s) repeated with the same label (e.g. %s): each copy is trained on",
             path,
             len(repeated),
-            ", ".join(list(repeated)[:3]),
+            ", ".join(repeated[:3]),
         )
 
 
