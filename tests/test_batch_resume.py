@@ -140,3 +140,18 @@ def test_an_interrupted_run_says_whether_anything_was_kept(tmp_path):
     assert "no document was finished yet" in kept_after_interrupt(out)
     out.write_text('{"source": "a.txt", "id": "a"}\n', encoding="utf-8")
     assert f"finished so far are kept in {out}" in kept_after_interrupt(out)
+
+
+def test_a_users_file_where_the_settings_are_kept_is_never_overwritten(tiny_model_dir, tmp_path):
+    from govtopic.fsutil import FileSafetyError
+
+    table = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    out = tmp_path / "pred.jsonl"
+    mine = tmp_path / ".pred.jsonl.settings.json"
+    mine.write_text("a user's own file", encoding="utf-8")
+    with pytest.raises(FileSafetyError, match="will not overwrite it"):
+        predict_files([str(table)], str(tiny_model_dir), out, progress=False)
+    assert mine.read_text(encoding="utf-8") == "a user's own file" and not out.exists()
+    mine.unlink()
+    predict_files([str(table)], str(tiny_model_dir), out, progress=False)  # govtopic's own record: resumed
+    assert predict_files([str(table)], str(tiny_model_dir), out, progress=False)["skipped_done"] == len(DOCS)

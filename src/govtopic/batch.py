@@ -31,6 +31,7 @@ from govtopic.inputs import Columns, InputError, Record, check_inputs, iter_reco
 from govtopic.resume import (
     Done,
     check_settings,
+    check_settings_file,
     fingerprint,
     kept_after_interrupt,
     run_settings,
@@ -89,6 +90,7 @@ def check_outputs(inputs: list[str], output: Path, errors: Path) -> None:
         )
     check_claimable(output, *OUTPUT)
     check_claimable(errors, *ERRORS)
+    check_settings_file(output)
 
 
 def check_not_an_input(inputs: list[str], path: Path, what: str, option: str) -> None:

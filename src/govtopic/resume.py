@@ -127,6 +127,23 @@ def settings_file(output: Path) -> Path:
     return output.with_name(f".{output.name}.settings.json")
 
 
+def check_settings_file(output: Path) -> None:
+    """Before any work: the file beside ``output`` that will keep its settings is absent or govtopic's (a JSON
+    object of the settings results depend on); a file of the user's of that name is never overwritten."""
+    path = settings_file(output)
+    if not path.exists():
+        return
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        kept = None
+    if not (isinstance(kept, dict) and set(kept) <= {*_SETTINGS, "model_config"}):
+        raise FileSafetyError(
+            f"{path} exists and is not the record of settings govtopic keeps beside {output}, so govtopic will not "
+            "overwrite it: move that file, or choose another --output"
+        )
+
+
 def run_settings(job) -> dict:
     """The settings the results of ``job`` (a ``govtopic.batch.Job``) depend on; a model folder is named by its
     real path and its config.json (which changes when the model is trained again)."""
