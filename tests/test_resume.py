@@ -1,6 +1,7 @@
 """Killing `govtopic train` mid-run and running it again continues from the last checkpoint and ends
 where an uninterrupted run ends."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow
 DOCS = ["第一条 为了加强城市规划管理，制定本条例。", "人民法院审理刑事案件。", "医疗机构卫生监督管理。"]
 
 
-def train_cmd(config, out_dir):
+def train_cmd(config, out_dir, *extra):
     return [
         sys.executable,
         "-m",
@@ -28,6 +29,7 @@ def train_cmd(config, out_dir):
         "train.save_steps=4",
         "train.evaluate_after=false",
         "eval.calibrate=false",
+        *extra,
     ]
 
 
@@ -36,13 +38,20 @@ def logits(model_dir):
     return clf.document_logits(DOCS, clf.long_doc, 8)[0]
 
 
-def test_killed_run_resumes_to_the_same_model(tmp_path):
+# Killed in the first epoch (120 documents: 20 steps are one epoch), and in a later one (12 documents: about 5
+# steps an epoch), where the batches of the resumed epoch are drawn again: the model must be the same both ways.
+# The model is the last step's weights (no validation), so that an early best checkpoint cannot hide a difference.
+@pytest.mark.parametrize("documents", [120, 12])
+def test_killed_run_resumes_to_the_same_model(tmp_path, documents):
     config = tiny_config(tmp_path)
-    whole = subprocess.run(train_cmd(config, tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True)
+    extra = (f"data.max_train_samples={documents}", "train.validate=false")
+    whole = subprocess.run(train_cmd(config, tmp_path / "whole", *extra), cwd=ROOT, capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(config, run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_cmd(config, run, *extra), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "checkpoint-8" / "trainer_state.json").exists():
         assert proc.poll() is None, "training ended before it could be interrupted"
@@ -51,8 +60,10 @@ def test_killed_run_resumes_to_the_same_model(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "model").exists()  # no half-written model folder that looks complete
+    epoch = json.loads((run / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())["epoch"]
+    assert (epoch < 1) == (documents == 120)  # each case is killed in the epoch it stands for
 
-    again = subprocess.run(train_cmd(config, run), cwd=ROOT, capture_output=True, text=True)
+    again = subprocess.run(train_cmd(config, run, *extra), cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming from" in again.stderr and "checkpoint-" in again.stderr
     np.testing.assert_allclose(logits(run / "model"), logits(tmp_path / "whole" / "model"), atol=1e-4)

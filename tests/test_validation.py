@@ -176,3 +176,28 @@ def test_balanced_class_weights_and_sampling():
     assert sum(w for k, w in zip(keys, sample) if k == (0,)) == pytest.approx(
         sum(w for k, w in zip(keys, sample) if k == (1,))
     )
+
+
+def test_training_draws_depend_on_the_seed_and_epoch_alone():
+    """A resumed run draws the batches of its epoch again in a fresh process: the draws of the balanced
+    sampler and of length grouping may not depend on what else used torch's generator before."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from govtopic.validation import EpochSeeded
+
+    def draws(sampler, epoch, noise):
+        torch.manual_seed(noise)  # another state of the global generator (dropout, model init, ...)
+        torch.rand(noise)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    for make in (
+        lambda: torch.utils.data.WeightedRandomSampler([1.0, 3.0, 1.0, 3.0, 2.0] * 8, 40, replacement=True),
+        lambda: LengthGroupedSampler(4, lengths=[(i * 7) % 13 + 1 for i in range(40)]),
+    ):
+        sampler = EpochSeeded(make(), seed=42)
+        assert draws(sampler, 2, 1) == draws(sampler, 2, 5) == draws(EpochSeeded(make(), seed=42), 2, 9)
+        assert draws(sampler, 2, 1) != draws(sampler, 3, 1)  # each epoch its own order
+        assert draws(sampler, 2, 1) != draws(EpochSeeded(make(), seed=7), 2, 1)
+        assert len(sampler) == 40

@@ -94,6 +94,43 @@ class ValidationScorer:
         return scalar_metrics(compute_metrics(self.split.labels, probs, self.labels, top_k=(1,)))
 
 
+class EpochSeeded(torch.utils.data.Sampler):
+    """A sampler whose draws depend on the seed and the epoch alone, so that a run resumed mid-epoch reads the
+    same batches as the run it continues.
+
+    transformers' length-grouped sampler draws from torch's global generator when it has none, and the Trainer
+    starts the resumed epoch's draw before it restores the checkpoint's generator state: the resumed run read
+    other batches from there on, and ended with other weights than the same run uninterrupted. A generator of
+    the sampler's own, seeded with ``seed + epoch`` at each epoch (the Trainer calls ``set_epoch``), gives the
+    same order both ways, as accelerate's seedable random sampler does for plain random order.
+
+    Args:
+        sampler: a sampler with a ``generator`` attribute it draws from (``LengthGroupedSampler``,
+            ``WeightedRandomSampler``).
+        seed: the run's data seed.
+
+    Example:
+        >>> sampler = EpochSeeded(torch.utils.data.WeightedRandomSampler([1.0, 2.0], 2), seed=42)
+        >>> sampler.set_epoch(3)
+        >>> list(sampler) == list(sampler)
+        True
+    """
+
+    def __init__(self, sampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+        self.sampler.generator = torch.Generator()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.sampler.generator.manual_seed(self.seed + self.epoch)
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 def make_trainer_class():
     """A transformers Trainer whose ``evaluate`` is the document-level ValidationScorer and whose training
     sampler can draw classes evenly (``sample_weights``). Built lazily: importing transformers is slow."""
@@ -145,10 +182,15 @@ def make_trainer_class():
 
         def _get_train_sampler(self, train_dataset=None):
             if self.sample_weights is None:
-                return super()._get_train_sampler(train_dataset)
-            generator = torch.Generator().manual_seed(self.args.seed)
-            weights = torch.as_tensor(self.sample_weights, dtype=torch.double)
-            return torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
+                sampler = super()._get_train_sampler(train_dataset)
+            else:
+                weights = torch.as_tensor(self.sample_weights, dtype=torch.double)
+                sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True)
+            # Samplers that draw from a generator of their own (length grouping, balanced draws) get one seeded
+            # per epoch; the others (random order: accelerate's seedable sampler) are seeded per epoch already.
+            if sampler is not None and hasattr(sampler, "generator") and not hasattr(sampler, "set_epoch"):
+                return EpochSeeded(sampler, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+            return sampler
 
     return GovtopicTrainer
 
