@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("pretrain", help="masked-language-model pre-training on unlabelled text")
     pt.add_argument("config", help="YAML config (see configs/dapt-small.yaml)")
     pt.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100")
+    pt.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start output_dir over: delete its checkpoints/ and model/ first (train.overwrite=true); needed to "
+        "reuse a pre-training folder whose earlier run had other settings or another corpus",
+    )
 
     e = sub.add_parser("evaluate", help="evaluate a model folder on a labelled file and write reports")
     e.add_argument("model_dir")
@@ -251,7 +257,9 @@ def _pretrain(args) -> int:
     from govtopic.config import load_config
     from govtopic.pretrain import pretrain
 
-    model_dir = pretrain(load_config(args.config, args.overrides))
+    model_dir = pretrain(
+        load_config(args.config, [*args.overrides, *(["train.overwrite=true"] if args.overwrite else [])])
+    )
     print(
         f"pre-trained model folder: {model_dir} (fine-tune with model.name_or_path={model_dir} "
         "model.from_scratch=false)"

@@ -396,6 +396,16 @@ def _check_values(cfg: Config, problems: list[str]) -> None:
     """Cross-field checks that a type alone cannot express."""
     check_long_doc(cfg.long_doc, "long_doc", problems)
     check_sources(cfg.data, problems)
+    if not cfg.model.from_scratch:
+        # Pretrained weights fix the architecture: a size given here was ignored (pre-training) or failed deep
+        # inside transformers with a size mismatch (training).
+        for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
+            if getattr(cfg.model, name) is not None:
+                problems.append(
+                    f"model.{name}: applies only to a model built from a config (model.from_scratch: true); the "
+                    f"weights of {cfg.model.name_or_path} fix it. Remove model.{name}, or set model.from_scratch: "
+                    "true to train a new model of that size"
+                )
     tr = cfg.train
     if tr.learning_rate is not None and not 0 < tr.learning_rate < 1:
         problems.append(f"train.learning_rate: expected a value in (0, 1), got {tr.learning_rate}")

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from govtopic import pooling
+from govtopic import pooling, runs
 from govtopic.config import Config
 from govtopic.data import document_text, file_format, read_table
 from govtopic.fsutil import replace_dir
 from govtopic.modeling import check_model_sources, load_tokenizer
 from govtopic.normalize import normalize_many
 from govtopic.record import CONFIG_FILE
+from govtopic.runs import RunFolderError, corpus_files
 from govtopic.windows import tokenize
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,15 @@ def load_texts(cfg: Config) -> list[str]:
     for item in files:
         path = Path(item)
         if path.is_file() and _is_table(path):
+            seen: set[str] = set()
             for row in read_table(path):
                 split = str(row.get(cfg.data.split_column) or "").lower() if cfg.data.split_column else ""
+                seen.add(split)
                 if split in excluded:
                     dropped += 1
                     continue
                 texts.append(document_text(row, cfg.data))
+            _warn_if_nothing_excluded(path, seen - {""}, excluded, cfg.data.split_column)
         else:
             for rec in iter_records([item]):
                 if rec.error:
@@ -60,6 +64,30 @@ def load_texts(cfg: Config) -> list[str]:
                 texts.append(rec.text)
     logger.info("%d documents for pre-training (%d rows of excluded splits left out)", len(texts), dropped)
     return [t for t in normalize_many(texts, cfg.normalize) if t.strip()]
+
+
+def _warn_if_nothing_excluded(path: Path, seen: set[str], excluded: set[str], column: str | None) -> None:
+    """A split column or split name that matches nothing leaves test rows in the corpus: say so, naming what the
+    table holds (a corpus with no test rows at all is fine, and only told)."""
+    if not excluded or not column or seen & excluded:
+        return
+    if not seen:
+        logger.warning(
+            "%s has no %r column (data.split_column): none of its rows is left out as %s. If the table marks its "
+            "test rows in another column, set data.split_column to it",
+            path,
+            column,
+            "/".join(sorted(excluded)),
+        )
+    else:
+        logger.warning(
+            "%s: its %r column holds %s, none of pretrain.exclude_splits %s: no row is left out. If its test rows "
+            "are named otherwise, list that name in pretrain.exclude_splits",
+            path,
+            column,
+            ", ".join(sorted(seen)[:10]),
+            sorted(excluded),
+        )
 
 
 def word_ids(text: str, starts: np.ndarray) -> np.ndarray:
@@ -163,6 +191,18 @@ def _set_architecture(config_path: Path, name: str) -> None:
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
+def _check_output_outside_corpus(run_dir: Path, corpus: dict[str, Path]) -> None:
+    """A run written into a corpus folder would change the corpus it resumes on (and mix its files with the
+    user's): refused."""
+    out = run_dir.resolve()
+    for key, path in corpus.items():
+        if path.is_dir() and out.is_relative_to(path.resolve()):
+            raise RunFolderError(
+                f"output_dir {run_dir} is inside {key} ({path}), the corpus being read; choose an output_dir "
+                "outside it (e.g. output_dir=runs/dapt)"
+            )
+
+
 def pretrain(cfg: Config) -> Path:
     """Run MLM pre-training; returns the folder to fine-tune from."""
     from datasets import Dataset
@@ -174,20 +214,36 @@ def pretrain(cfg: Config) -> Path:
     check_model_sources(cfg.model)
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / CONFIG_FILE)
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision)
     pc = cfg.pretrain
-    data = Dataset.from_dict(sequences(tokenizer, load_texts(cfg), pc.max_length, pc.whole_word_mask))
+    # Everything that can fail on the corpus or the model is checked before the run folder is touched.
+    _check_output_outside_corpus(run_dir, corpus_files(cfg))
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision)
+    texts = load_texts(cfg)
+    data = Dataset.from_dict(sequences(tokenizer, texts, pc.max_length, pc.whole_word_mask))
+    if not len(data):
+        raise ValueError(
+            f"nothing to pre-train on: the {len(texts)} document(s) read give no piece of 16 tokens or more "
+            "(empty or very short texts). Add documents to pretrain.files"
+        )
     logger.info("%d sequences of up to %d tokens", len(data), pc.max_length)
     mlm = build_mlm(cfg)
+    positions = getattr(mlm.config, "max_position_embeddings", None)
+    if positions and pc.max_length > positions:
+        raise ValueError(
+            f"pretrain.max_length {pc.max_length} is more than the model's {positions} positions; set "
+            f"pretrain.max_length to {positions} or less"
+        )
     mlm.accepts_loss_kwargs = False  # the sparse loss is a plain mean (see training.train)
+    runs.prepare(cfg, command="pretrain")  # only a folder this run made, or its own run's, is written to
+    cfg.save(run_dir / CONFIG_FILE)
     args = training_arguments(cfg, run_dir / "checkpoints")
     args.remove_unused_columns = False
     trainer = Trainer(
         model=mlm, args=args, train_dataset=data, data_collator=WholeWordMasking(tokenizer, pc.mlm_probability)
     )
     checkpoint = last_checkpoint(run_dir / "checkpoints") if cfg.train.resume else None
+    if checkpoint:
+        logger.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if not trainer.is_world_process_zero():
         return run_dir / "model"

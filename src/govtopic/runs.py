@@ -64,12 +64,18 @@ class RunFolderError(ValueError):
     """An output_dir that this run may not write into; the message names the folder and the choices."""
 
 
-def prepare(cfg: Config, main: bool = True) -> Path:
+def prepare(cfg: Config, main: bool = True, command: str = "train") -> Path:
     """Make ``cfg.output_dir`` this run's folder, or refuse, before anything in it is changed.
 
     Checks that every data file exists, then creates the folder (with its marker), adopts it when it is empty,
     keeps it when its marker records the same settings, and clears its results first when
     ``cfg.train.overwrite`` is set. Processes other than the main one (``main=False``, after it) only check.
+
+    Args:
+        cfg: the run's config.
+        main: False in processes other than the first (they only check, after it).
+        command: ``train`` or ``pretrain``: which settings decide the run (``fingerprint``), and what the marker
+            says made the folder.
 
     Example:
         >>> run_dir = prepare(load_config("configs/quickstart.yaml"))
@@ -77,7 +83,7 @@ def prepare(cfg: Config, main: bool = True) -> Path:
         True
     """
     run_dir = Path(cfg.output_dir)
-    settings = fingerprint(cfg)
+    settings = fingerprint(cfg, command)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"output_dir {run_dir} is a file; set output_dir to a folder (e.g. output_dir=runs/new)")
     recorded = _read_marker(run_dir)
@@ -91,7 +97,7 @@ def prepare(cfg: Config, main: bool = True) -> Path:
         return run_dir
     if cfg.train.overwrite and _has_results(run_dir):
         _clear_results(run_dir)
-    _write_marker(run_dir, settings, recorded)
+    _write_marker(run_dir, settings, recorded, command)
     return run_dir
 
 
@@ -119,16 +125,58 @@ def data_files(cfg: Config) -> dict[str, Path]:
     return found
 
 
-def fingerprint(cfg: Config) -> dict[str, Any]:
-    """The settings that decide the trained model, flat and dotted, each data file as the sha256 of its bytes."""
-    files = data_files(cfg)
+def fingerprint(cfg: Config, command: str = "train") -> dict[str, Any]:
+    """The settings that decide the trained model, flat and dotted, each data file as the sha256 of its bytes.
+
+    For ``pretrain`` these are the pre-training corpus (each of ``pretrain.files``, or ``data.train_file``),
+    the columns it is read by, ``pretrain.*``, ``normalize.*``, ``model.*`` and ``train.*``; labels, taxonomy
+    and evaluation settings do not enter a masked-language model."""
     flat = _flatten(cfg.to_dict(), "")
+    if command == "pretrain":
+        files = corpus_files(cfg)
+        ignored = tuple(i for i in IGNORED if i != "pretrain.") + ("long_doc.", "data.")
+        kept = {f"data.{c}" for c in ("text_column", "title_column", "split_column")}
+    else:
+        files, ignored, kept = data_files(cfg), IGNORED, set()
     settings = {
-        k: v for k, v in flat.items() if not any(k == i or (i.endswith(".") and k.startswith(i)) for i in IGNORED)
+        k: v
+        for k, v in flat.items()
+        if k in kept or not any(k == i or (i.endswith(".") and k.startswith(i)) for i in ignored)
     }
     for path, file in files.items():
-        settings[path] = f"sha256:{_sha256(file)}"
+        settings[path] = f"sha256:{_sha256(file)}" if file.is_file() else f"listing:{_listing_hash(file)}"
     return settings
+
+
+def corpus_files(cfg: Config) -> dict[str, Path]:
+    """The files and folders ``govtopic pretrain`` reads, by dotted setting; a DataError lists every missing
+    one before the run folder is touched."""
+    named = {f"pretrain.files[{i}]": f for i, f in enumerate(cfg.pretrain.files)} or (
+        {"data.train_file": cfg.data.train_file} if cfg.data.train_file else {}
+    )
+    if not named:
+        raise DataError(
+            "nothing to pre-train on (nothing was written to the run folder): set pretrain.files to .txt files, "
+            "folders of them or JSONL/CSV/Parquet tables (or data.train_file)"
+        )
+    missing = [f"{key}: {value} does not exist" for key, value in named.items() if not Path(value).exists()]
+    if missing:
+        raise DataError(
+            "pre-training files are missing (nothing was written to the run folder):\n  - "
+            + "\n  - ".join(missing)
+            + "\nFix the path in the config or on the command line (e.g. pretrain.files=[corpus/])."
+        )
+    return {key: Path(value) for key, value in named.items()}
+
+
+def _listing_hash(folder: Path) -> str:
+    """A folder's files by relative path, size and modification time: cheap for a corpus of many files, and
+    changed by any file added, removed or rewritten."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        info = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def data_hashes(cfg: Config) -> dict[str, str]:
@@ -220,11 +268,11 @@ def _read_marker(run_dir: Path) -> dict | None:
     return recorded if isinstance(recorded, dict) else {}
 
 
-def _write_marker(run_dir: Path, settings: dict[str, Any], recorded: dict | None) -> None:
+def _write_marker(run_dir: Path, settings: dict[str, Any], recorded: dict | None, command: str = "train") -> None:
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     same_run = bool(recorded) and recorded.get("settings") == settings
     marker = {
-        "made_by": "govtopic train",
+        "made_by": f"govtopic {command}",
         "version": __version__,
         # When this run's settings were first recorded here; "updated" is the latest start.
         "created": recorded.get("created", now) if same_run else now,
@@ -271,7 +319,7 @@ def _refuse_foreign(run_dir: Path, overwrite: bool) -> None:
             "checkpoints/, model/ and eval/ and train from the start."
         )
     raise RunFolderError(
-        f"output_dir {run_dir} already exists and holds files govtopic train did not make ({_listing(run_dir)}; "
+        f"output_dir {run_dir} already exists and holds files govtopic did not make ({_listing(run_dir)}; "
         f"no {MARKER}). govtopic never writes into or deletes such a folder, even with --overwrite. Choose a new "
         f"or empty output_dir (e.g. output_dir={run_dir}-govtopic), or move the folder away."
     )
