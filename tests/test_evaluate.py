@@ -93,3 +93,55 @@ def test_a_validation_split_too_small_to_calibrate_says_so(tiny_model_copy, capl
         result = calibrate_folder(tiny_model_copy, one, Config())
     assert result["temperature"] == 1.0
     assert "scores NOT calibrated: 1 validation document(s)" in caplog.text
+
+
+def trained_on(tmp_path, data):
+    """A tiny model trained on ``data`` (a file without a split column: training holds rows out itself)."""
+    from conftest import tiny_config
+    from govtopic import load_config, train
+
+    cfg = load_config(
+        tiny_config(tmp_path),
+        [f"data.train_file={data}", "train.max_steps=2", "train.evaluate_after=false", "eval.calibrate=false"],
+    )
+    return train(cfg)
+
+
+def test_the_training_file_without_a_split_column_is_not_scored_as_test_rows(tmp_path):
+    from conftest import synthetic_rows
+    from govtopic.data import DataError
+    from govtopic.evaluation import calibrate_thresholds
+
+    rows = [{k: v for k, v in r.items() if k != "split"} for r in synthetic_rows(40)]
+    data = write(tmp_path / "portal.jsonl", rows)
+    model_dir = trained_on(tmp_path, data)
+    copy = write(tmp_path / "copy.jsonl", rows)  # the same bytes under another name
+    for file in (data, copy):
+        with pytest.raises(DataError, match=r"trained on \(data\.train_file\).*--split all"):
+            evaluate(model_dir, file, tmp_path / "ev", baseline=False)
+        with pytest.raises(DataError, match=r"calibrate-thresholds .*--split all"):
+            calibrate_thresholds(str(model_dir), str(file))
+    assert not (tmp_path / "ev").exists()
+    result = evaluate(model_dir, data, tmp_path / "ev", split=None, baseline=False)  # asked for: every row
+    assert result["meta"]["split"] == "all rows" and result["meta"]["documents"] == 40
+    other = write(tmp_path / "other.jsonl", rows[:10])  # not a training file: all its rows are scored
+    assert evaluate(model_dir, other, tmp_path / "ev2", baseline=False)["meta"]["documents"] == 10
+
+
+def test_a_report_of_another_file_of_the_same_name_is_kept(tiny_model_copy, tmp_path):
+    from govtopic.evaluation import default_report_folder
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write(tmp_path / "a" / "gold.jsonl", ROWS[:3])
+    second = write(tmp_path / "b" / "gold.jsonl", ROWS[:2])
+    evaluate(tiny_model_copy, first, baseline=False)
+    evaluate(tiny_model_copy, second, baseline=False)
+    eval_dir = tiny_model_copy.parent / "eval"
+    kept = json.loads((eval_dir / "gold" / "metrics.json").read_text(encoding="utf-8"))["meta"]
+    beside = json.loads((eval_dir / "gold-2" / "metrics.json").read_text(encoding="utf-8"))["meta"]
+    assert (kept["data_file"], kept["documents"]) == (str(first), 3)
+    assert (beside["data_file"], beside["documents"]) == (str(second), 2)
+    # Evaluating a file again replaces its own report, not the other's.
+    assert default_report_folder(tiny_model_copy, first) == eval_dir / "gold"
+    assert default_report_folder(tiny_model_copy, second) == eval_dir / "gold-2"

@@ -63,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a model folder on a labelled file and write reports")
     e.add_argument("model_dir")
     e.add_argument("data_file")
-    e.add_argument("--output", help="report folder (default: RUN/eval/DATA_NAME beside the model folder)")
+    e.add_argument(
+        "--output",
+        help="report folder (default: RUN/eval/DATA_NAME beside the model folder; DATA_NAME-2 when that holds "
+        "the report of another file of the same name)",
+    )
     e.add_argument(
         "--split",
         default="test",

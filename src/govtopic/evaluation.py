@@ -36,6 +36,45 @@ def saved_config(model_dir: str | Path) -> Config:
     return load_config(path) if path.is_file() else Config()
 
 
+def training_file_setting(model_dir: str | Path, data_file: str | Path, cfg: Config) -> str | None:
+    """The training setting (e.g. ``data.train_file``) whose file ``data_file`` is, by the sha256 training
+    recorded (by path in folders written before it was recorded); None when the model did not train on it."""
+    from govtopic.runs import file_sha256
+
+    record = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("govtopic") or {}
+    recorded = record.get("data_sha256") or {}
+    path = Path(data_file)
+    if recorded and path.is_file():
+        digest = file_sha256(path)
+        return next((key for key, value in recorded.items() if value == digest), None)
+    named = {"data.train_file": cfg.data.train_file} | {
+        f"data.sources[{i}].file": s.file for i, s in enumerate(cfg.data.sources)
+    }
+    resolved = path.resolve()
+    return next((key for key, f in named.items() if f and Path(f).resolve() == resolved), None)
+
+
+def _refuse_training_rows(model_dir, data_file, cfg: Config, has_split: bool, split: str | None, fix: str) -> None:
+    """Scoring (or fitting thresholds on) the rows a model was trained on measures its memory: a training file
+    without a split column, asked for a split, is refused with the fix (``--split all`` scores it anyway)."""
+    if split is None or has_split:
+        return
+    setting = training_file_setting(model_dir, data_file, cfg)
+    if setting:
+        raise DataError(
+            f"{data_file} is the file this model was trained on ({setting}) and has no split column "
+            f"({cfg.data.split_column!r}), so its {split} rows cannot be told from the training rows: the figures "
+            f"would be the model's memory of them. {fix}, or pass --split all to use every row anyway (training "
+            "rows included)"
+        )
+
+
+def _split_wording(split: str | None, has_split: bool) -> str:
+    if split is None:
+        return "all rows"
+    return split if has_split else "all rows (no split column)"
+
+
 def model_scheme(model_dir: str | Path, cfg: Config):
     """The label scheme a model learnt with: the taxonomy of its config (when the file is here) and the label
     map kept in the model folder, so gold labels are read exactly as the training labels were."""
@@ -331,6 +370,14 @@ def evaluate(
     data = load_eval_file(
         data_file, cfg.data, cfg.normalize, split, scheme, group_by, corrections, counts, EVALUATION_FIX
     )
+    _refuse_training_rows(
+        model_dir,
+        data_file,
+        cfg,
+        counts["split_column"],
+        split,
+        "The rows training held out are scored in the run's eval/ folder (govtopic train writes it)",
+    )
     # predict() gives a document with no words (empty, punctuation only) no topic: it is not scored either.
     words = [i for i, (text, title) in enumerate(zip(data.texts, data.titles)) if has_words(text + (title or ""))]
     empty = len(data) - len(words)
@@ -342,8 +389,8 @@ def evaluate(
         train_split = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).train
     elif cfg.eval.baseline:
         logger.warning("baseline skipped: the model's training files %s are not all available here", files)
-    out = Path(output_dir) if output_dir else Path(model_dir).parent / "eval" / Path(data_file).name.split(".")[0]
-    meta = {"data_file": str(data_file), "split": split if counts["split_column"] else "all rows (no split column)"}
+    out = Path(output_dir) if output_dir else default_report_folder(model_dir, data_file)
+    meta = {"data_file": str(data_file), "split": _split_wording(split, counts["split_column"])}
     left_out = [f"{counts['unlabelled']} row(s) without a label"] if counts["unlabelled"] else []
     left_out += [f"{empty} document(s) with no text (predict() gives them no topic)"] if empty else []
     if left_out:
@@ -352,6 +399,31 @@ def evaluate(
     if corrections:
         meta["corrections"] = ", ".join(map(str, corrections))
     return evaluate_split(Path(model_dir), data, out, cfg, train_split, meta, long_doc=long_doc)
+
+
+def default_report_folder(model_dir: str | Path, data_file: str | Path) -> Path:
+    """Where ``evaluate`` writes without ``--output``: ``eval/DATA_NAME`` beside the model folder, or
+    ``eval/DATA_NAME-2`` (-3, ...) when that folder holds the report of another file of the same name: a
+    report is replaced only by a new report of the same file.
+
+    Example:
+        >>> default_report_folder("runs/quickstart/model", "../shared/data/gold_dev.jsonl")
+        PosixPath('runs/quickstart/eval/gold_dev')
+    """
+    base = Path(model_dir).parent / "eval"
+    stem = Path(data_file).name.split(".")[0] or "data"
+    wanted = Path(data_file).resolve()
+    n = 1
+    while True:
+        folder = base / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            recorded = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["meta"]["data_file"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return folder  # no report of any file here yet
+        if Path(recorded).resolve() == wanted:
+            return folder
+        logger.info("%s holds the report of another file (%s); this one goes to the next free name", folder, recorded)
+        n += 1
 
 
 def _check_record_writable(model_dir: str | Path) -> None:
@@ -408,10 +480,20 @@ def calibrate_thresholds(
                 "(govtopic calibrate-thresholds MODEL DATA), or set data.validation_from_train when training"
             )
     else:
+        counts: dict = {}
         data = load_eval_file(
-            data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg), fix=EVALUATION_FIX
+            data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg), None, None, counts, EVALUATION_FIX
         )
-        where = f"{data_file}" + (f" (split {split})" if split else "")
+        _refuse_training_rows(
+            model_dir,
+            data_file,
+            cfg,
+            counts["split_column"],
+            split,
+            "Run without DATA to fit on the validation "
+            f"split training held out (govtopic calibrate-thresholds {model_dir})",
+        )
+        where = f"{data_file} ({_split_wording(split, counts['split_column'])})"
     clf = TopicClassifier(model_dir)
     logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
     probs = level_softmax(logits, clf.temperature, clf.labels)

@@ -144,7 +144,7 @@ def fingerprint(cfg: Config, command: str = "train") -> dict[str, Any]:
         if k in kept or not any(k == i or (i.endswith(".") and k.startswith(i)) for i in ignored)
     }
     for path, file in files.items():
-        settings[path] = f"sha256:{_sha256(file)}" if file.is_file() else f"listing:{_listing_hash(file)}"
+        settings[path] = f"sha256:{file_sha256(file)}" if file.is_file() else f"listing:{_listing_hash(file)}"
     return settings
 
 
@@ -186,7 +186,7 @@ def data_hashes(cfg: Config) -> dict[str, str]:
         >>> data_hashes(load_config("configs/quickstart.yaml"))
         {'data.train_file': '3f5c...', 'data.taxonomy': '9a01...', 'data.label_map': 'c2d4...'}
     """
-    return {path: _sha256(file) for path, file in data_files(cfg).items()}
+    return {path: file_sha256(file) for path, file in data_files(cfg).items()}
 
 
 def git_commit(folder: str | Path | None = None) -> str | None:
@@ -240,7 +240,7 @@ def _file_settings(flat: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """The file's sha256; a run asks for it twice (the marker, then the model record), so it is read once for
     as long as the file keeps its size and modification time."""
     info = path.stat()
