@@ -443,7 +443,8 @@ def _tune(args) -> int:
     from govtopic.tune import tune
 
     result = tune(args.config, args.overrides, trials=args.trials, timeout=args.timeout, output=args.output)
-    print(f"best validation {result['metric']}: {result['value']:.4f} ({result['trials']} trial(s))")
+    failed = f", {result['failed']} failed: see trials.json" if result["failed"] else ""
+    print(f"best validation {result['metric']}: {result['value']:.4f} ({result['trials']} trial(s){failed})")
     print(f"best config: {result['config']} (train it with: govtopic train {result['config']})")
     return 0
 
