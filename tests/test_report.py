@@ -29,11 +29,11 @@ TITLES = [
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _probs(right: list[bool]) -> np.ndarray:
+def _probs(right: list[bool], labels: list[str] = LABELS, gold: list[str] = GOLD) -> np.ndarray:
     """Confident and right where ``right`` says so, else confidently the next label."""
-    probs = np.full((len(GOLD), len(LABELS)), 0.025)
-    for i, (g, ok) in enumerate(zip(GOLD, right)):
-        probs[i, (LABELS.index(g) + (0 if ok else 1)) % len(LABELS)] = 0.9
+    probs = np.full((len(gold), len(labels)), 0.025)
+    for i, (g, ok) in enumerate(zip(gold, right)):
+        probs[i, (labels.index(g) + (0 if ok else 1)) % len(labels)] = 0.9
     return probs
 
 
@@ -292,3 +292,25 @@ def test_html_report_escapes_what_it_shows(tmp_path):
     )
     text = paths["report_html"].read_text(encoding="utf-8")
     assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_compare_runs_warns_when_the_reports_scored_unlike_things(tmp_path):
+    def report(name, data_file, gold, labels, right):
+        folder = tmp_path / name
+        folder.mkdir()
+        metrics = compute_metrics(gold, _probs(right, labels, gold), labels)
+        meta = {"data_file": data_file, "split": "test"}
+        (folder / "metrics.json").write_text(json.dumps({"metrics": metrics, "meta": meta}), encoding="utf-8")
+        return folder
+
+    firsts = sorted({g.split("\\")[0] for g in LABELS})
+    gold_l1 = [g.split("\\")[0] for g in GOLD]
+    a = report("a", "data/a.jsonl", GOLD, LABELS, [True] * 8)
+    same = report("same", "data/a.jsonl", GOLD, LABELS, [True] * 7 + [False])
+    other = report("other", "data/b.jsonl", GOLD, LABELS, [True] * 8)
+    l1 = report("l1", "data/a.jsonl", gold_l1, firsts, [True] * 8)
+    assert "warning" not in compare_runs(a, same)
+    assert "warning: A scored data/a.jsonl, B scored data/b.jsonl" in compare_runs(a, other)
+    text = compare_runs(a, l1)
+    assert "warning: B is a first-level-only model" in text
+    assert "Per-class F1, full label" not in text and "Per-class F1, first level" in text

@@ -276,3 +276,31 @@ def test_a_read_only_model_folder_is_refused_before_scoring(tiny_model_copy, tmp
     err = capsys.readouterr().err
     assert "is read-only" in err and "calibrate the copy" in err
     assert not scored and (tiny_model_copy / "config.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"min_docs": 0}, "min_docs must be a whole number of documents, at least 1"),
+        ({"min_docs": -1}, "min_docs must be a whole number of documents, at least 1"),
+        ({"prior_docs": float("inf")}, "prior_docs must be a number of documents, 0 or more, and finite"),
+    ],
+)
+def test_threshold_settings_that_would_fail_or_mislead_are_refused(kwargs, message):
+    probs, gold = _probs(200)
+    with pytest.raises(ValueError, match=message):
+        fit_thresholds(probs, gold, LABELS, 0.9, **kwargs)
+
+
+def test_a_precision_no_class_reaches_says_what_to_do():
+    from govtopic.review import format_report
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(len(LABELS)), 300)
+    gold = [LABELS[i] for i in probs.argmin(axis=1)]  # a model that is always wrong
+    _, report = fit_thresholds(probs, gold, LABELS, 0.99)
+    text = format_report(report)
+    assert report["l1"]["overall"]["automatic"] == 0
+    assert "every document goes to review. Lower --precision" in text
+    _, fine = fit_thresholds(*_probs(), LABELS, 0.9)
+    assert "Lower --precision" not in format_report(fine)

@@ -468,7 +468,7 @@ def calibrate_thresholds(
         0.62
     """
     prior = PRIOR_DOCS if prior_docs is None else prior_docs
-    check_fit_args(precision, margin, prior)  # before reading or scoring anything
+    check_fit_args(precision, margin, prior, min_docs)  # before reading or scoring anything
     _check_record_writable(model_dir)
     cfg = saved_config(model_dir)
     if data_file is None:

@@ -490,9 +490,10 @@ _REPORT_FOLDER = (
 )
 
 
-def _load_run(run: str | Path) -> tuple[dict, str]:
-    """The metrics of one run (a report folder or its metrics.json) and the file they came from; a ValueError
-    naming the file for anything that is not an evaluation's metrics."""
+def _load_run(run: str | Path) -> tuple[dict, str, dict]:
+    """The metrics of one run (a report folder or its metrics.json), the file they came from and the report's
+    meta (what was scored; empty for a bare metrics dump); a ValueError naming the file for anything that is
+    not an evaluation's metrics."""
     path = Path(run)
     inside = sorted(p.parent for p in path.glob("*/metrics.json")) if path.is_dir() else []
     if inside and not (path / "metrics.json").is_file():  # a run folder: its report folders are one level down
@@ -514,7 +515,8 @@ def _load_run(run: str | Path) -> tuple[dict, str]:
             f"{path}: not the metrics of an evaluation (found {found}; expected a document count `n` and figures "
             f"such as accuracy and macro_f1); {_REPORT_FOLDER}"
         )
-    return metrics, str(path)
+    meta = data.get("meta") if isinstance(data, dict) and isinstance(data.get("meta"), dict) else {}
+    return metrics, str(path), meta
 
 
 def _is_metrics(metrics) -> bool:
@@ -559,13 +561,40 @@ def _class_deltas(a: dict | None, b: dict | None) -> list[list[str]]:
     return [r[2] for r in sorted(rows, key=lambda r: (-r[0], r[1]))]
 
 
+def _first_level_only(metrics: dict) -> bool:
+    """Whether the model scored has first levels as its classes (trained with data.label_level: l1)."""
+    classes = metrics.get("per_class")
+    return isinstance(classes, dict) and bool(classes) and not any("\\" in str(c) for c in classes)
+
+
+def _incomparable(a: dict, b: dict, meta_a: dict, meta_b: dict) -> list[str]:
+    """What makes the deltas of two reports compare unlike things: other documents, another split, another
+    number of documents, or full-label figures of a first-level-only model."""
+    warnings = []
+    file_a, file_b = meta_a.get("data_file"), meta_b.get("data_file")
+    if file_a and file_b and Path(str(file_a)).resolve() != Path(str(file_b)).resolve():
+        warnings.append(f"A scored {file_a}, B scored {file_b}: the deltas compare different documents")
+    if meta_a.get("split", "-") != meta_b.get("split", "-") and "split" in meta_a and "split" in meta_b:
+        warnings.append(f"A scored split {meta_a['split']!r}, B split {meta_b['split']!r}")
+    if a.get("n") != b.get("n"):
+        warnings.append("the runs scored different numbers of documents; deltas may not be comparable")
+    only = [name for name, m in (("A", a), ("B", b)) if _first_level_only(m)]
+    if only:
+        warnings.append(
+            f"{' and '.join(only)} is a first-level-only model: its 'full label' figures are first-level figures, "
+            "so the full-label rows compare a first level with a full label"
+            if len(only) == 1
+            else "both models are first-level-only: their 'full label' figures are first-level figures"
+        )
+    return warnings
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
     """A printable comparison of two evaluation runs: headline and per-class F1 deltas (B − A), largest first."""
-    a, path_a = _load_run(run_a)
-    b, path_b = _load_run(run_b)
+    a, path_a, meta_a = _load_run(run_a)
+    b, path_b, meta_b = _load_run(run_b)
     parts = [f"A: {path_a} ({a.get('n')} documents)", f"B: {path_b} ({b.get('n')} documents)"]
-    if a.get("n") != b.get("n"):
-        parts.append("warning: the runs scored different numbers of documents; deltas may not be comparable")
+    parts += [f"warning: {w}" for w in _incomparable(a, b, meta_a, meta_b)]
     head = [
         [name, _fmt(_get(a, path)), _fmt(_get(b, path)), _delta(_get(a, path), _get(b, path))]
         for name, path in _HEADLINE
@@ -575,6 +604,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
         ("Per-class F1, first level", ("l1", "per_class")),
         ("Per-class F1, full label", ("per_class",)),
     ):
+        if path == ("per_class",) and (_first_level_only(a) or _first_level_only(b)):
+            continue  # a first-level-only model's classes are first levels: compared above
         rows = _class_deltas(_get(a, path), _get(b, path))
         if rows:
             parts += [

@@ -218,14 +218,22 @@ def _levels(s: dict, l1_ok, full_ok, gold_l1, gold_full, full_rows) -> dict:
     }
 
 
-def check_fit_args(precision: float, margin: float | None, prior_docs: float) -> None:
+def check_fit_args(precision: float, margin: float | None, prior_docs: float, min_docs: int = 1) -> None:
     """A ValueError naming the argument and its range for ``fit_thresholds``' settings (checked before any work)."""
     if not (isinstance(precision, (int, float)) and 0 < precision <= 1):
         raise ValueError(f"precision must be a number in (0, 1], e.g. 0.95; got {precision!r}")
     if margin is not None and not (0 <= margin < 1):
         raise ValueError(f"margin must be in [0, 1), e.g. 0.1; got {margin!r}")
-    if isinstance(prior_docs, bool) or not isinstance(prior_docs, (int, float)) or not prior_docs >= 0:
-        raise ValueError(f"prior_docs must be a number of documents, 0 or more (e.g. 30); got {prior_docs!r}")
+    if (
+        isinstance(prior_docs, bool)
+        or not isinstance(prior_docs, (int, float))
+        or not (prior_docs >= 0 and np.isfinite(prior_docs))
+    ):
+        raise ValueError(
+            f"prior_docs must be a number of documents, 0 or more, and finite (e.g. 30); got {prior_docs!r}"
+        )
+    if isinstance(min_docs, bool) or not isinstance(min_docs, (int, np.integer)) or min_docs < 1:
+        raise ValueError(f"min_docs must be a whole number of documents, at least 1 (e.g. 5); got {min_docs!r}")
 
 
 def fit_thresholds(
@@ -259,7 +267,7 @@ def fit_thresholds(
         >>> report["full"]["overall"]["coverage"]
         0.5
     """
-    check_fit_args(precision, margin, prior_docs)
+    check_fit_args(precision, margin, prior_docs, min_docs)
     probs, labels = np.asarray(probs, dtype=np.float64), list(labels)
     if probs.shape != (len(gold), len(labels)):
         raise ValueError(f"expected probs of shape ({len(gold)}, {len(labels)}), got {probs.shape}")
@@ -421,6 +429,11 @@ def format_report(report: dict) -> str:
             lines.append(f"  {c}: {v['automatic']}/{v['predicted']} automatic ({v['coverage']:.0%}), precision {p}")
         for c, why in report[level]["never_automatic"].items():
             lines.append(f"  always reviewed: {c}: {why}")
+    if not report["l1"]["overall"]["automatic"]:
+        lines.append(
+            f"no class reaches precision {report['precision']:g} on these documents: every document goes to "
+            "review. Lower --precision (e.g. 0.9), or fit on more labelled documents"
+        )
     return "\n".join(lines)
 
 
