@@ -145,3 +145,27 @@ def test_a_report_of_another_file_of_the_same_name_is_kept(tiny_model_copy, tmp_
     # Evaluating a file again replaces its own report, not the other's.
     assert default_report_folder(tiny_model_copy, first) == eval_dir / "gold"
     assert default_report_folder(tiny_model_copy, second) == eval_dir / "gold-2"
+
+
+def test_a_missing_model_folder_or_a_language_model_is_named(tmp_path):
+    from govtopic.evaluation import calibrate_thresholds
+    from govtopic.modeling import ModelLoadError
+
+    data = write(tmp_path / "gold.jsonl", ROWS[:3])
+    with pytest.raises(ModelLoadError, match="model folder nomodel does not exist"):
+        evaluate("nomodel", data)
+    with pytest.raises(ModelLoadError, match="is not a model folder"):
+        calibrate_thresholds(str(tmp_path), str(data))
+    # What govtopic pretrain writes: a masked-language model, to fine-tune before it can tag anything.
+    from transformers import BertConfig, BertForMaskedLM
+
+    from conftest import TOKENIZER_DIR
+
+    mlm = tmp_path / "dapt"
+    BertForMaskedLM(
+        BertConfig(vocab_size=21128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(mlm)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (mlm / name).write_bytes((TOKENIZER_DIR / name).read_bytes())
+    with pytest.raises(ModelLoadError, match="pre-trained language model .*fine-tune it first"):
+        TopicClassifier(mlm)

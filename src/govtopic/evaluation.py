@@ -31,8 +31,17 @@ logger = logging.getLogger(__name__)
 
 
 def saved_config(model_dir: str | Path) -> Config:
-    """The training config stored in a model folder (defaults when the folder has none)."""
-    path = Path(model_dir) / CONFIG_FILE
+    """The training config stored in a model folder (defaults when the folder has none). A path that is not a
+    folder holding a model (config.json) is a ``ModelLoadError`` naming it."""
+    from govtopic.modeling import ModelLoadError
+
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        what = "does not exist" if not folder.exists() else "is not a model folder (it holds no config.json)"
+        raise ModelLoadError(
+            f"model folder {model_dir} {what}: pass the model folder a training run wrote (e.g. runs/quickstart/model)"
+        )
+    path = folder / CONFIG_FILE
     return load_config(path) if path.is_file() else Config()
 
 
@@ -469,8 +478,8 @@ def calibrate_thresholds(
     """
     prior = PRIOR_DOCS if prior_docs is None else prior_docs
     check_fit_args(precision, margin, prior, min_docs)  # before reading or scoring anything
-    _check_record_writable(model_dir)
     cfg = saved_config(model_dir)
+    _check_record_writable(model_dir)
     if data_file is None:
         data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
         where = "the validation split of the model's training sources"

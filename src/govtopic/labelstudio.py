@@ -178,6 +178,8 @@ def _model_taxonomy(model_dir: str) -> str | None:
     """The taxonomy file of the model's own config, when it is there."""
     from govtopic.evaluation import saved_config
 
+    if not (Path(model_dir) / "config.json").is_file():
+        return None  # a Hub id: its config is not here
     cfg = saved_config(model_dir)
     return cfg.data.taxonomy if cfg.data.taxonomy and Path(cfg.data.taxonomy).is_file() else None
 

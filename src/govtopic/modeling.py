@@ -5,6 +5,7 @@ Only safetensors weights are loaded unless pickle is explicitly allowed, and rem
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -234,6 +235,7 @@ def load_for_inference(
 
     local = Path(name_or_path)
     check_model_path(name_or_path, allow_pickle)
+    _refuse_language_model(local)
     device = resolve_device(device)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -260,6 +262,26 @@ def load_for_inference(
     _check_vocabulary(tokenizer, model, name_or_path)
     model.to(device).eval()
     return model, tokenizer
+
+
+def _refuse_language_model(folder: Path) -> None:
+    """A folder ``govtopic pretrain`` wrote (a masked-language model) has no classifier: say to fine-tune it,
+    rather than that its weights do not match."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a Hub id, or a damaged file: the loader's own checks name it
+    kinds = [
+        a
+        for a in config.get("architectures") or []
+        if isinstance(a, str) and a.endswith(("ForMaskedLM", "ForPreTraining"))
+    ]
+    if kinds and not config.get("govtopic"):
+        raise ModelLoadError(
+            f"{folder} is a pre-trained language model ({kinds[0]}), not a topic classifier: fine-tune it first "
+            f"(govtopic train CONFIG model.name_or_path={folder} model.from_scratch=false) and use the model folder "
+            "that training writes"
+        )
 
 
 def resolve_device(device: str | torch.device | None, option: str = "device") -> torch.device:
