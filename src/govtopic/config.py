@@ -397,9 +397,9 @@ def _check_values(cfg: Config, problems: list[str]) -> None:
     check_long_doc(cfg.long_doc, "long_doc", problems)
     check_sources(cfg.data, problems)
     if not cfg.model.from_scratch:
-        # Pretrained weights fix the architecture: a size given here was ignored (pre-training) or failed deep
-        # inside transformers with a size mismatch (training).
-        for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
+        # Pretrained weights fix the widths: a width given here was ignored (pre-training) or failed deep inside
+        # transformers with a size mismatch (training). Fewer layers is fine: the first ones are loaded.
+        for name in ("hidden_size", "num_attention_heads", "intermediate_size"):
             if getattr(cfg.model, name) is not None:
                 problems.append(
                     f"model.{name}: applies only to a model built from a config (model.from_scratch: true); the "

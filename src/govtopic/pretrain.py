@@ -174,7 +174,9 @@ def build_mlm(cfg: Config):
         )
     cls = sparse_mlm_class()
     if not m.from_scratch:
-        return cls.from_pretrained(m.name_or_path, revision=m.revision, use_safetensors=not m.allow_pickle)
+        # model.num_hidden_layers keeps the first layers of the pretrained model, as training does.
+        layers = {"num_hidden_layers": m.num_hidden_layers} if m.num_hidden_layers is not None else {}
+        return cls.from_pretrained(m.name_or_path, revision=m.revision, use_safetensors=not m.allow_pickle, **layers)
     pooling.drop_from_config(config, keep_layer_count=m.num_hidden_layers is not None)
     for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
         if getattr(m, name) is not None:
