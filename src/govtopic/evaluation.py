@@ -63,11 +63,18 @@ def training_file_setting(model_dir: str | Path, data_file: str | Path, cfg: Con
     return next((key for key, f in named.items() if f and Path(f).resolve() == resolved), None)
 
 
-def _refuse_training_rows(model_dir, data_file, cfg: Config, has_split: bool, split: str | None, fix: str) -> None:
-    """Scoring (or fitting thresholds on) the rows a model was trained on measures its memory: a training file
-    without a split column, asked for a split, is refused with the fix (``--split all`` scores it anyway)."""
-    if split is None or has_split:
-        return
+def _held_out_rows(
+    model_dir, data_file, cfg: Config, split: str | None, fix: str, scheme, group_by=None, corrections=None
+):
+    """(the rows of ``data_file`` to score, the counts of ``load_eval_file``). Scoring (or fitting thresholds on)
+    the rows a model was trained on measures its memory: a training file without a split column, asked for a
+    split, is refused with ``fix`` and ``--split all`` (which scores it anyway)."""
+    counts: dict = {}
+    data = load_eval_file(
+        data_file, cfg.data, cfg.normalize, split, scheme, group_by, corrections, counts, EVALUATION_FIX
+    )
+    if split is None or counts["split_column"]:
+        return data, counts
     setting = training_file_setting(model_dir, data_file, cfg)
     if setting:
         raise DataError(
@@ -76,6 +83,7 @@ def _refuse_training_rows(model_dir, data_file, cfg: Config, has_split: bool, sp
             f"would be the model's memory of them. {fix}, or pass --split all to use every row anyway (training "
             "rows included)"
         )
+    return data, counts
 
 
 def _split_wording(split: str | None, has_split: bool) -> str:
@@ -375,18 +383,8 @@ def evaluate(
     if baseline is not None:
         cfg.eval.baseline = baseline
     scheme = model_scheme(model_dir, cfg)
-    counts: dict = {}
-    data = load_eval_file(
-        data_file, cfg.data, cfg.normalize, split, scheme, group_by, corrections, counts, EVALUATION_FIX
-    )
-    _refuse_training_rows(
-        model_dir,
-        data_file,
-        cfg,
-        counts["split_column"],
-        split,
-        "The rows training held out are scored in the run's eval/ folder (govtopic train writes it)",
-    )
+    fix = "The rows training held out are scored in the run's eval/ folder (govtopic train writes it)"
+    data, counts = _held_out_rows(model_dir, data_file, cfg, split, fix, scheme, group_by, corrections)
     # predict() gives a document with no words (empty, punctuation only) no topic: it is not scored either.
     words = [i for i, (text, title) in enumerate(zip(data.texts, data.titles)) if has_words(text + (title or ""))]
     empty = len(data) - len(words)
@@ -489,19 +487,11 @@ def calibrate_thresholds(
                 "(govtopic calibrate-thresholds MODEL DATA), or set data.validation_from_train when training"
             )
     else:
-        counts: dict = {}
-        data = load_eval_file(
-            data_file, cfg.data, cfg.normalize, split, model_scheme(model_dir, cfg), None, None, counts, EVALUATION_FIX
+        fix = (
+            "Run without DATA to fit on the validation split training held out "
+            f"(govtopic calibrate-thresholds {model_dir})"
         )
-        _refuse_training_rows(
-            model_dir,
-            data_file,
-            cfg,
-            counts["split_column"],
-            split,
-            "Run without DATA to fit on the validation "
-            f"split training held out (govtopic calibrate-thresholds {model_dir})",
-        )
+        data, counts = _held_out_rows(model_dir, data_file, cfg, split, fix, model_scheme(model_dir, cfg))
         where = f"{data_file} ({_split_wording(split, counts['split_column'])})"
     clf = TopicClassifier(model_dir)
     logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
