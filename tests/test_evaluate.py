@@ -169,3 +169,15 @@ def test_a_missing_model_folder_or_a_language_model_is_named(tmp_path):
         (mlm / name).write_bytes((TOKENIZER_DIR / name).read_bytes())
     with pytest.raises(ModelLoadError, match="pre-trained language model .*fine-tune it first"):
         TopicClassifier(mlm)
+
+
+def test_a_missing_text_column_names_the_fix_evaluate_can_take(tiny_model_dir, tmp_path):
+    from govtopic.data import DataError
+
+    data = tmp_path / "portal.csv"
+    data.write_text("id,body,label\na,城市规划,城乡建设、环境保护\\城市规划\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        evaluate(tiny_model_dir, data, tmp_path / "ev", split=None, baseline=False)
+    message = str(info.value)
+    assert "no column 'text'" in message and "rename the file's column to 'text'" in message
+    assert "in the config" not in message  # evaluate takes no config

@@ -188,9 +188,18 @@ def _read_with_datasets(p: Path, fmt: str) -> list[dict]:
         raise DataError(f"{p}: could not be read as {fmt}: {where or err}") from err
 
 
-def _require_columns(rows: list[dict], path: str, columns: dict[str, str | None], prefix: str = "data") -> None:
+def _require_columns(
+    rows: list[dict], path: str, columns: dict[str, str | None], prefix: str = "data", against_model: bool = False
+) -> None:
     present = set(rows[0].keys())
     for setting, column in columns.items():
+        if column is not None and column not in present and against_model:
+            # evaluate and calibrate-thresholds take no config: the model's own columns are the rule.
+            raise DataError(
+                f"{path}: no column {column!r}; columns found: {', '.join(sorted(present))}. The model reads "
+                f"documents scored against it from the columns it was trained with ({prefix}.{setting}: "
+                f"{column!r}): rename the file's column to {column!r}."
+            )
         if column is not None and column not in present:
             raise DataError(
                 f"{path}: no column {column!r} (set by {prefix}.{setting}); columns found: "
@@ -300,7 +309,12 @@ def parse_rows(
     """Canonical labels, titles and bodies of an evaluation file's rows (data-level columns); ``group_by``
     names a column whose values group the rows in reports (default: one group named after the file)."""
     title_column = cfg.title_column if cfg.title_column in rows[0] else None
-    _require_columns(rows, path, {"text_column": cfg.text_column, "label_column": cfg.label_column})
+    _require_columns(
+        rows,
+        path,
+        {"text_column": cfg.text_column, "label_column": cfg.label_column},
+        against_model=fix != TRAINING_FIX,
+    )
     scheme = scheme or label_scheme(cfg)
     try:
         labels = scheme.read([r.get(cfg.label_column) for r in rows], path, None, [r.get("id") for r in rows], fix)
