@@ -129,3 +129,5 @@ def test_evaluate_scores_against_corrected_labels_when_given_the_corrections_fil
 
     with pytest.raises(DataError, match="not a corrections file"):
         evaluate(model, data, tmp_path / "bad", split=None, baseline=False, corrections=[data])
+    with pytest.raises(DataError, match=r"corrections file\(s\) not found: .*nope\.jsonl.*--corrections"):
+        evaluate(model, data, tmp_path / "bad", split=None, baseline=False, corrections=[tmp_path / "nope.jsonl"])

@@ -342,3 +342,12 @@ def test_export_never_replaces_a_users_folder_that_holds_a_model_onnx(tiny_model
     with pytest.raises(ValueError, match="is not an earlier export"):
         export_onnx(tiny_model_dir, folder)
     assert (folder / "model.onnx").read_bytes() == b"my own graph"
+
+
+def test_a_folder_given_for_an_output_file_gets_an_example_of_its_kind(tmp_path):
+    from govtopic.fsutil import FileSafetyError, check_claimable
+
+    with pytest.raises(FileSafetyError, match=r"e\.g\. .*/out\.yaml"):
+        check_claimable(tmp_path, "best config", "--output")
+    with pytest.raises(FileSafetyError, match=r"e\.g\. .*/out\.json$"):
+        check_claimable(tmp_path, "coverage report", "--output")

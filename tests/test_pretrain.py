@@ -78,13 +78,16 @@ def test_a_folder_of_user_files_is_refused_and_left_alone(tmp_path):
     assert snapshot(folder) == before
 
 
-def test_another_corpus_is_refused_until_overwrite_and_the_same_run_resumes(tmp_path, caplog):
+def test_another_corpus_is_refused_until_overwrite_and_a_finished_run_is_kept(tmp_path, caplog):
     first = corpus(tmp_path)
     config = pretrain_config(tmp_path, [first])
     pretrain(load_config(config))
     caplog.set_level(logging.INFO)
-    pretrain(load_config(config, ["train.logging_steps=2"]))  # reporting only: the same run
-    assert "resuming from" in caplog.text and "checkpoint-2" in caplog.text
+    weights = (tmp_path / "dapt" / "model" / "model.safetensors").read_bytes()
+    pretrain(load_config(config, ["train.logging_steps=2"]))  # reporting only: the same run, already finished
+    assert "already finished (checkpoint-2)" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "dapt" / "checkpoints").iterdir()) == ["checkpoint-2"]
+    assert (tmp_path / "dapt" / "model" / "model.safetensors").read_bytes() == weights
 
     other = corpus(tmp_path, n=30, name="other.jsonl")
     before = snapshot(tmp_path / "dapt")

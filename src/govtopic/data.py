@@ -535,6 +535,12 @@ def load_eval_file(
 def _corrected(rows: list[dict], path, cfg: DataConfig, files: list[str | Path], scheme: LabelScheme) -> list[dict]:
     """``rows`` with the labels of ``files``' corrections applied by id. A file that is not corrections (it
     has a text or title column) is an error: evaluation never adds documents."""
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise DataError(
+            f"corrections file(s) not found: {', '.join(missing)} (a relative path is read from {Path.cwd()}); "
+            "check the --corrections path"
+        )
     sources = []
     for file in files:
         source = SourceConfig(

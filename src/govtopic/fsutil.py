@@ -84,7 +84,8 @@ def check_writable_path(path: Path, what: str, option: str = "") -> None:
         _check_parent(path, what, option)
         raise
     if stat.S_ISDIR(mode):
-        raise FileSafetyError(f"{what} {path} is a folder; expected a file path{_via(option)}, e.g. {path}/out.jsonl")
+        example = "out.yaml" if "config" in what else "out.json" if "report" in what else "out.jsonl"
+        raise FileSafetyError(f"{what} {path} is a folder; expected a file path{_via(option)}, e.g. {path}/{example}")
     if not stat.S_ISREG(mode):
         raise FileSafetyError(
             f"{what} {path} is not a regular file (it is a device, pipe or socket); govtopic writes only to "

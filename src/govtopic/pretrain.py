@@ -205,6 +205,17 @@ def _check_output_outside_corpus(run_dir: Path, corpus: dict[str, Path]) -> None
             )
 
 
+def _finished(checkpoint: str, cfg: Config) -> bool:
+    """Whether the checkpoint is the last step of ``train.max_steps`` (pre-training runs are counted in steps)."""
+    import json
+
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return cfg.train.max_steps is not None and state.get("global_step", 0) >= cfg.train.max_steps
+
+
 def pretrain(cfg: Config) -> Path:
     """Run MLM pre-training; returns the folder to fine-tune from."""
     from datasets import Dataset
@@ -244,6 +255,10 @@ def pretrain(cfg: Config) -> Path:
         model=mlm, args=args, train_dataset=data, data_collator=WholeWordMasking(tokenizer, pc.mlm_probability)
     )
     checkpoint = last_checkpoint(run_dir / "checkpoints") if cfg.train.resume else None
+    if checkpoint and _finished(checkpoint, cfg) and (run_dir / "model" / "model.safetensors").is_file():
+        # The same run, already done: training again would add a step at learning rate 0 and change nothing.
+        logger.info("%s already finished (%s); its model is %s", run_dir, Path(checkpoint).name, run_dir / "model")
+        return run_dir / "model"
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
