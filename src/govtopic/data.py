@@ -193,20 +193,21 @@ def _require_columns(
 ) -> None:
     present = set(rows[0].keys())
     for setting, column in columns.items():
-        if column is not None and column not in present and against_model:
+        if column is None or column in present:
+            continue
+        if against_model:
             # evaluate and calibrate-thresholds take no config: the model's own columns are the rule.
             raise DataError(
                 f"{path}: no column {column!r}; columns found: {', '.join(sorted(present))}. The model reads "
                 f"documents scored against it from the columns it was trained with ({prefix}.{setting}: "
                 f"{column!r}): rename the file's column to {column!r}."
             )
-        if column is not None and column not in present:
-            raise DataError(
-                f"{path}: no column {column!r} (set by {prefix}.{setting}); columns found: "
-                f"{', '.join(sorted(present))}. Rename the file's column to {column!r}, or set {prefix}.{setting} in "
-                "the config to the right column name"
-                + (" (or to null when the data has none)." if setting == "title_column" else ".")
-            )
+        raise DataError(
+            f"{path}: no column {column!r} (set by {prefix}.{setting}); columns found: "
+            f"{', '.join(sorted(present))}. Rename the file's column to {column!r}, or set {prefix}.{setting} in "
+            "the config to the right column name"
+            + (" (or to null when the data has none)." if setting == "title_column" else ".")
+        )
 
 
 def resolve_sources(cfg: DataConfig) -> list[SourceConfig]:

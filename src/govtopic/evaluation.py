@@ -33,16 +33,16 @@ logger = logging.getLogger(__name__)
 def saved_config(model_dir: str | Path) -> Config:
     """The training config stored in a model folder (defaults when the folder has none). A path that is not a
     folder holding a model (config.json) is a ``ModelLoadError`` naming it."""
-    from govtopic.modeling import ModelLoadError
+    from govtopic.modeling import check_model_folder
 
-    folder = Path(model_dir)
-    if not (folder / "config.json").is_file():
-        what = "does not exist" if not folder.exists() else "is not a model folder (it holds no config.json)"
-        raise ModelLoadError(
-            f"model folder {model_dir} {what}: pass the model folder a training run wrote (e.g. runs/quickstart/model)"
-        )
-    path = folder / CONFIG_FILE
+    check_model_folder(model_dir, need_weights=False)
+    path = Path(model_dir) / CONFIG_FILE
     return load_config(path) if path.is_file() else Config()
+
+
+def _record(model_dir: str | Path) -> dict:
+    """The govtopic section of the model folder's config.json, as written (empty for a folder without one)."""
+    return json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("govtopic") or {}
 
 
 def training_file_setting(model_dir: str | Path, data_file: str | Path, cfg: Config) -> str | None:
@@ -50,8 +50,7 @@ def training_file_setting(model_dir: str | Path, data_file: str | Path, cfg: Con
     recorded (by path in folders written before it was recorded); None when the model did not train on it."""
     from govtopic.runs import file_sha256
 
-    record = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("govtopic") or {}
-    recorded = record.get("data_sha256") or {}
+    recorded = _record(model_dir).get("data_sha256") or {}
     path = Path(data_file)
     if recorded and path.is_file():
         digest = file_sha256(path)
@@ -95,9 +94,7 @@ def _split_wording(split: str | None, has_split: bool) -> str:
 def model_scheme(model_dir: str | Path, cfg: Config):
     """The label scheme a model learnt with: the taxonomy of its config (when the file is here) and the label
     map kept in the model folder, so gold labels are read exactly as the training labels were."""
-
-    record = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("govtopic") or {}
-    kept = record.get("label_scheme") or {}
+    kept = _record(model_dir).get("label_scheme") or {}
     if kept.get("taxonomy"):  # kept in the folder since this release (checked on load: govtopic.record)
         taxonomy = Taxonomy(kept["taxonomy"])
     elif cfg.data.taxonomy and Path(cfg.data.taxonomy).is_file():

@@ -55,13 +55,23 @@ def check_model_path(name_or_path: str, allow_pickle: bool = False) -> None:
     Example:
         >>> check_model_path("runs/quickstart/model")  # nothing: the folder can be loaded
     """
-    local = Path(name_or_path)
-    if local.exists():
-        if not local.is_dir():
-            raise ModelLoadError(f"{local} is a file; pass the model folder that holds config.json")
-        _check_local_folder(local, allow_pickle)
-    elif looks_local(name_or_path):
-        raise ModelLoadError(f"model folder {name_or_path} does not exist")
+    if Path(name_or_path).exists() or looks_local(name_or_path):
+        check_model_folder(name_or_path, allow_pickle)
+
+
+def check_model_folder(path: str | Path, allow_pickle: bool = False, need_weights: bool = True) -> None:
+    """A local model folder must exist, be a folder and hold config.json (and, with ``need_weights``, weights
+    this loader may read). Raises ``ModelLoadError`` naming the problem.
+
+    Example:
+        >>> check_model_folder("runs/quickstart/model", need_weights=False)  # nothing: config.json is there
+    """
+    local = Path(path)
+    if not local.exists():
+        raise ModelLoadError(f"model folder {path} does not exist")
+    if not local.is_dir():
+        raise ModelLoadError(f"{local} is a file; pass the model folder that holds config.json")
+    _check_local_folder(local, allow_pickle, need_weights)
 
 
 def looks_local(name_or_path: str) -> bool:

@@ -7,6 +7,7 @@ classification. Test-split rows are left out by default. The output folder is a 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -186,8 +187,6 @@ def build_mlm(cfg: Config):
 
 def _set_architecture(config_path: Path, name: str) -> None:
     """save_pretrained writes the subclass name; the folder should name the standard class it loads as."""
-    import json
-
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["architectures"] = [name]
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -207,8 +206,6 @@ def _check_output_outside_corpus(run_dir: Path, corpus: dict[str, Path]) -> None
 
 def _finished(checkpoint: str, cfg: Config) -> bool:
     """Whether the checkpoint is the last step of ``train.max_steps`` (pre-training runs are counted in steps)."""
-    import json
-
     try:
         state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

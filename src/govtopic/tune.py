@@ -9,6 +9,7 @@ sets it), a window length and a warmup chosen by Optuna, and is scored by its be
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -55,15 +56,13 @@ def search_space(trial, base: Config) -> dict[str, object]:
 def window_lengths(base: Config) -> list[int]:
     """The window lengths trials choose from: half, the same and twice the base (32 to 512 tokens), each one a
     valid config with the base's other settings (e.g. ``long_doc.head_tokens`` must fit in the window)."""
-    from govtopic.config import LongDocConfig, check_long_doc
+    from govtopic.config import check_long_doc
 
     ld = base.long_doc
     valid = []
     for n in sorted({min(512, max(32, n)) for n in (ld.max_length // 2, ld.max_length, ld.max_length * 2)}):
         problems: list[str] = []
-        check_long_doc(
-            LongDocConfig(**{**ld.__dict__, "max_length": n, "stride": min(ld.stride, n // 4)}), "", problems
-        )
+        check_long_doc(dataclasses.replace(ld, max_length=n, stride=min(ld.stride, n // 4)), "", problems)
         if not problems:
             valid.append(n)
     return valid or [ld.max_length]
@@ -193,7 +192,7 @@ def _run_trials(
             callbacks=[lambda study, trial: _write_trials(study, tune_dir)],
         )
     except KeyboardInterrupt:
-        _write_trials(study, tune_dir)
+        _write_trials(study, tune_dir)  # the interrupted trial ran no callback
         if any(t.state.name == "COMPLETE" for t in study.trials):
             _write_results(study, values, metric, tune_dir, best_path)
         raise
@@ -219,9 +218,9 @@ def _write_trials(study, tune_dir: Path) -> None:
 
 
 def _write_results(study, values: dict, metric: str, tune_dir: Path, best_path: Path) -> dict:
-    """best.yaml of the best complete trial, and trials.json; an error naming the failures when none completed."""
+    """best.yaml of the best complete trial (trials.json is written after every trial); an error naming the
+    failures when none completed."""
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    _write_trials(study, tune_dir)
     if not done:
         reasons = sorted({t.user_attrs.get("error", t.state.name) for t in study.trials})
         raise ConfigError(
