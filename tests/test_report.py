@@ -11,9 +11,11 @@ import pytest
 import yaml
 
 from conftest import LABELS
+from govtopic.compare import compare_runs
 from govtopic.metrics import compute_metrics, reliability_bins, worst_confusions
+from govtopic.modelcard import render_model_card
 from govtopic.plots import plot_confusion_matrix, plot_per_class_f1, plot_reliability, setup_cjk_font
-from govtopic.report import compare_runs, render_model_card, write_report
+from govtopic.report import write_report
 
 GOLD = [LABELS[i] for i in (0, 0, 1, 2, 2, 3, 4, 1)]
 TITLES = [

@@ -425,7 +425,7 @@ def _predict_ray(args) -> int:
 
 
 def _compare(args) -> int:
-    from govtopic.report import compare_runs
+    from govtopic.compare import compare_runs
 
     print(compare_runs(args.run_a, args.run_b))
     return 0

@@ -281,7 +281,8 @@ def evaluate_split(
 ) -> dict:
     """All figures, plots and reports for one labelled split; returns metrics.json's content. ``training``
     (learning curves and the chosen checkpoint, from govtopic.training) adds a section to the report."""
-    from govtopic.report import render_model_card, write_report
+    from govtopic.modelcard import render_model_card
+    from govtopic.report import write_report
 
     # Before any work: the report folder must be new, empty, or an earlier report (never the user's files).
     out_dir = claim_folder(out_dir, "evaluation report", "--output", legacy=_older_report)
