@@ -304,3 +304,78 @@ def test_a_precision_no_class_reaches_says_what_to_do():
     assert "every document goes to review. Lower --precision" in text
     _, fine = fit_thresholds(*_probs(), LABELS, 0.9)
     assert "Lower --precision" not in format_report(fine)
+
+
+def _two_source_model(model: Path, tmp_path: Path) -> dict[str, int]:
+    """Point the tiny model's saved config at two training sources, each with its own validation rows; returns
+    the validation rows per source."""
+    import yaml
+
+    from conftest import TAXONOMY
+
+    words = {CITY: "城市规划建设", LAW: "法院审判诉讼", HEALTH: "医院医疗卫生", OTHER: "其他事项"}
+    sizes = {"portal": 12, "laws": 20}
+    sources = []
+    for name, n_val in sizes.items():
+        rows = []
+        for i in range(n_val + 8):
+            label = list(words)[i % 4]
+            split = "validation" if i < n_val else "train"
+            rows.append({"id": f"{name}{i}", "title": "", "text": words[label] * 3, "label": label, "split": split})
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        sources.append({"name": name, "file": str(path)})
+    cfg_path = model / "govtopic_config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    cfg["data"].update({"sources": sources, "train_file": None, "taxonomy": str(TAXONOMY)})
+    cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return sizes
+
+
+def test_thresholds_report_each_training_source_and_can_be_fitted_on_one(tiny_model_copy, tmp_path, capsys):
+    sizes = _two_source_model(tiny_model_copy, tmp_path)
+    out_json = tmp_path / "coverage.json"
+    args = ["calibrate-thresholds", str(tiny_model_copy), "--precision", "0.9", "--output", str(out_json)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out_json.read_text(encoding="utf-8"))
+    assert report["documents"] == sum(sizes.values())
+    # What the thresholds let through on each source's own rows, both in the JSON and on the terminal.
+    assert {n: v["l1"]["documents"] for n, v in report["per_source"].items()} == sizes
+    assert "first level by training source:" in out and "  portal:" in out and "  laws:" in out
+
+    out_json.unlink()
+    assert main([*args, "--source", "portal"]) == 0
+    report = json.loads(out_json.read_text(encoding="utf-8"))
+    assert report["documents"] == sizes["portal"] and "portal" in report["data"]
+    assert "per_source" not in report  # one source: nothing to break down
+    stored = json.loads((tiny_model_copy / "config.json").read_text(encoding="utf-8"))["govtopic"]["thresholds"]
+    assert stored["precision"] == 0.9
+
+
+def test_a_source_the_model_did_not_train_on_is_refused_before_anything_is_stored(tiny_model_copy, tmp_path, capsys):
+    _two_source_model(tiny_model_copy, tmp_path)
+    before = (tiny_model_copy / "config.json").read_bytes()
+    assert main(["calibrate-thresholds", str(tiny_model_copy), "--source", "portl"]) != 0
+    err = capsys.readouterr().err
+    assert "--source portl" in err and "portal, laws" in err
+    data = _labelled_file(tmp_path)
+    assert main(["calibrate-thresholds", str(tiny_model_copy), str(data), "--source", "portal"]) != 0
+    assert "not used with a DATA file" in capsys.readouterr().err
+    assert (tiny_model_copy / "config.json").read_bytes() == before
+
+
+def test_a_source_under_the_target_is_named_with_the_fix():
+    from govtopic.review import format_report
+
+    probs, gold = _probs(400)
+    _, report = fit_thresholds(probs, gold, LABELS, precision=0.9)
+    report["per_source"] = {
+        "official": {"l1": {"documents": 150, "automatic": 110, "coverage": 0.733, "precision": 0.88}},
+        "regulations": {"l1": {"documents": 200, "automatic": 180, "coverage": 0.9, "precision": 0.95}},
+    }
+    lines = format_report(report).splitlines()
+    official = next(x for x in lines if x.startswith("  official:"))
+    regulations = next(x for x in lines if x.startswith("  regulations:"))
+    assert "precision 0.880" in official and "under 0.9" in official and "--source official" in official
+    assert "under" not in regulations

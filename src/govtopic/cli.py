@@ -150,6 +150,13 @@ def _add_review_parsers(sub) -> None:
         help="documents of the whole model a class's own are pooled with when judging its precision (default 30; "
         "0: each class alone)",
     )
+    ct.add_argument(
+        "--source",
+        action="append",
+        metavar="NAME",
+        help="without DATA_FILE: fit on the validation rows of this training source only (data.sources name; "
+        "repeat for several)",
+    )
     ct.add_argument("--output", help="also write the coverage report as JSON here")
 
     rv = sub.add_parser("review", help="write the documents that need a person as a review queue (JSONL, Label Studio)")
@@ -215,6 +222,7 @@ def _calibrate_thresholds(args) -> int:
         margin=args.margin,
         min_docs=args.min_docs,
         prior_docs=args.prior_docs,
+        sources=args.source,
     )
     print(format_report(report))
     if args.output:

@@ -451,6 +451,7 @@ def calibrate_thresholds(
     min_docs: int = 5,
     batch_size: int = 32,
     prior_docs: float | None = None,
+    sources: list[str] | None = None,
 ) -> dict:
     """Fit thresholds on labelled documents and store them in the model folder's record (config.json).
 
@@ -463,9 +464,13 @@ def calibrate_thresholds(
         margin, min_docs: see ``review.fit_thresholds``.
         batch_size: windows per forward pass.
         prior_docs: see ``review.fit_thresholds`` (default ``review.PRIOR_DOCS``).
+        sources: without ``data_file``, fit on the validation rows of these training sources only (their
+            ``data.sources`` names): the source most like the documents to be tagged, when the others are an
+            easier genre that would let through documents the target precision does not hold for.
 
     Returns:
-        The report of ``review.fit_thresholds`` with ``documents`` and ``data`` added.
+        The report of ``review.fit_thresholds`` with ``documents`` and ``data`` added, and ``per_source`` (what
+        the thresholds do on each training source's rows, both levels) when the rows come from several sources.
 
     Example:
         >>> report = calibrate_thresholds("runs/quickstart/model", precision=0.95)
@@ -476,6 +481,17 @@ def calibrate_thresholds(
     check_fit_args(precision, margin, prior, min_docs)  # before reading or scoring anything
     cfg = saved_config(model_dir)
     _check_record_writable(model_dir)
+    if sources and data_file is not None:
+        raise ValueError(
+            f"--source picks the validation rows of {model_dir}'s training sources and is not used with a DATA "
+            "file: keep only the rows you want in the file, or drop DATA to fit on the training sources"
+        )
+    named = [s.name for s in cfg.data.sources]
+    if sources and any(name not in named for name in sources):
+        raise DataError(
+            f"--source {', '.join(n for n in sources if n not in named)}: {model_dir} was not trained on such a "
+            f"source; its training sources (data.sources): {', '.join(named) or 'none, one data.train_file'}"
+        )
     if data_file is None:
         data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
         where = "the validation split of the model's training sources"
@@ -484,6 +500,9 @@ def calibrate_thresholds(
                 f"{model_dir}: its training sources have no validation split; pass a labelled DATA file "
                 "(govtopic calibrate-thresholds MODEL DATA), or set data.validation_from_train when training"
             )
+        if sources:
+            data = _source_rows(data, sources, model_dir)
+            where = f"the validation rows of training source(s) {', '.join(sources)}"
     else:
         fix = (
             "Run without DATA to fit on the validation split training held out "
@@ -496,4 +515,26 @@ def calibrate_thresholds(
     probs = level_softmax(logits, clf.temperature, clf.labels)
     thresholds, report = fit_thresholds(probs, data.labels, clf.labels, precision, margin, min_docs, prior)
     update_record(model_dir, thresholds=thresholds)
-    return {**report, "documents": len(data), "data": where, "model_dir": str(model_dir)}
+    report = {**report, "documents": len(data), "data": where, "model_dir": str(model_dir)}
+    names = sorted(set(data.sources))
+    if len(names) > 1:  # one source's documents can fall short of the target the mixture reaches
+        report["per_source"] = {}
+        for name in names:
+            rows = [i for i, s in enumerate(data.sources) if s == name]
+            got = held_out(probs[rows], [data.labels[i] for i in rows], clf.labels, thresholds)
+            report["per_source"][name] = {level: got[level]["overall"] for level in ("l1", "full")}
+    return report
+
+
+def _source_rows(data: Split, names: list[str], model_dir: str | Path) -> Split:
+    """The rows of ``data`` from the named training sources; a source with no rows there (all of it in the train
+    split) is an error listing those that have some."""
+    counts = {name: data.sources.count(name) for name in sorted(set(data.sources))}
+    missing = [name for name in names if name not in counts]
+    if missing:
+        have = ", ".join(f"{name} ({n})" for name, n in counts.items())
+        raise DataError(
+            f"--source {', '.join(missing)}: no validation rows of {model_dir} come from it; they come from: "
+            f"{have}. Fit on one of those"
+        )
+    return data.subset([i for i, s in enumerate(data.sources) if s in names])

@@ -429,12 +429,35 @@ def format_report(report: dict) -> str:
             lines.append(f"  {c}: {v['automatic']}/{v['predicted']} automatic ({v['coverage']:.0%}), precision {p}")
         for c, why in report[level]["never_automatic"].items():
             lines.append(f"  always reviewed: {c}: {why}")
+    lines += _source_lines(report)
     if not report["l1"]["overall"]["automatic"]:
         lines.append(
             f"no class reaches precision {report['precision']:g} on these documents: every document goes to "
             "review. Lower --precision (e.g. 0.9), or fit on more labelled documents"
         )
     return "\n".join(lines)
+
+
+def _source_lines(report: dict) -> list[str]:
+    """What the thresholds do on each training source's rows (first level), with a hint where a source falls
+    short of the target: the other sources' documents pulled its thresholds down."""
+    lines = []
+    for name, levels in (report.get("per_source") or {}).items():
+        o = levels["l1"]
+        if not lines:
+            lines.append("first level by training source:")
+        prec = "n/a" if o["precision"] is None else f"{o['precision']:.3f}"
+        line = (
+            f"  {name}: {o['automatic']} of {o['documents']} documents automatic (coverage {o['coverage']:.1%}, "
+            f"precision {prec})"
+        )
+        if o["precision"] is not None and o["precision"] < report["precision"] - 1e-9:
+            line += (
+                f": under {report['precision']:g}. If the documents you tag are like {name}'s, fit on its rows "
+                f"alone (--source {name})"
+            )
+        lines.append(line)
+    return lines
 
 
 # ---------------------------------------------------------------- risk-coverage (evaluation reports)
