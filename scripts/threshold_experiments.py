@@ -19,6 +19,8 @@ model's documents at the same score; and one global cut for every class), thresh
    precision of the best half (with a 95% Wilson interval: on a small file one document moves it) and the
    largest coverage at each target.
 
+    python scripts/threshold_experiments.py runs/cpu-official/model [--source official] \\
+        --eval ../shared/data/official.jsonl.gz:test ../shared/data/gold_dev.jsonl:all
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import argparse
 import numpy as np
 
 from govtopic.calibration import level_softmax
-from govtopic.data import load_eval_file, load_labelled
+from govtopic.data import DataError, check_source_names, load_eval_file, load_labelled, source_rows
 from govtopic.evaluation import model_scheme, saved_config
 from govtopic.labels import l1
 from govtopic.predict import TopicClassifier
@@ -67,8 +69,9 @@ def best_cuts(pred, score, hit, margin) -> np.ndarray:
     """Most right documents among ``n`` tagged, for every ``n``, over per-class score cuts and the grid's margins
     (one cut for every class: pass the same ``pred`` for every document).
 
-    A per-class cut tags a prefix of that class's documents in score order, so the best combination is a
-    knapsack over classes: ``best[n]`` is the most right documents any choice of prefixes tagging ``n`` has."""
+    A per-class cut tags a prefix of that class's documents in score order (ties together), so the best
+    combination is a knapsack over classes: ``best[n]`` is the most right documents any choice of prefixes
+    tagging ``n`` has."""
     overall = np.full(len(score) + 1, -np.inf)
     for m in MARGIN_GRID:
         keep = margin >= m
@@ -76,10 +79,13 @@ def best_cuts(pred, score, hit, margin) -> np.ndarray:
         best[0] = 0.0
         for c in np.unique(pred[keep]):
             rows = np.flatnonzero(keep & (pred == c))
+            ordered = score[rows][np.argsort(-score[rows], kind="stable")]
             right = np.concatenate([[0], np.cumsum(hit[rows[np.argsort(-score[rows], kind="stable")]])])
+            # A cut can only fall where the score drops: documents with the same score are tagged together.
+            cuts = [0, *(k for k in range(1, len(rows) + 1) if k == len(rows) or ordered[k] < ordered[k - 1])]
             grown = np.full_like(best, -np.inf)
-            for k, r in enumerate(right):
-                grown[k:] = np.maximum(grown[k:], best[: len(best) - k] + r)
+            for k in cuts:
+                grown[k:] = np.maximum(grown[k:], best[: len(best) - k] + right[k])
             best = grown
         overall = np.maximum(overall, best)
     return overall
@@ -132,11 +138,16 @@ def main() -> None:
     p.add_argument("--source", nargs="*", help="fit on the validation rows of these training sources only")
     args = p.parse_args()
     cfg = saved_config(args.model_dir)
+    if args.source:
+        try:
+            check_source_names(args.source, cfg.data)
+        except DataError as err:
+            p.error(str(err))
     clf = TopicClassifier(args.model_dir)
     labels = list(clf.labels)
     validation = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
     if args.source:
-        validation = validation.subset([i for i, s in enumerate(validation.sources) if s in args.source])
+        validation = source_rows(validation, args.source, cfg.data)
     val_p, val_y = probabilities(clf, validation)
     sets = {}
     for spec in args.eval:

@@ -306,9 +306,10 @@ def test_a_precision_no_class_reaches_says_what_to_do():
     assert "Lower --precision" not in format_report(fine)
 
 
-def _two_source_model(model: Path, tmp_path: Path) -> dict[str, int]:
-    """Point the tiny model's saved config at two training sources, each with its own validation rows; returns
-    the validation rows per source."""
+def _two_source_model(model: Path, tmp_path: Path, named: bool = True) -> dict[str, int]:
+    """Point the tiny model's saved config at two training sources, each with its own validation rows, and a
+    third (``notes``) with test rows only; returns the validation rows per source. Unnamed sources are known
+    by their file's name."""
     import yaml
 
     from conftest import TAXONOMY
@@ -316,15 +317,15 @@ def _two_source_model(model: Path, tmp_path: Path) -> dict[str, int]:
     words = {CITY: "城市规划建设", LAW: "法院审判诉讼", HEALTH: "医院医疗卫生", OTHER: "其他事项"}
     sizes = {"portal": 12, "laws": 20}
     sources = []
-    for name, n_val in sizes.items():
+    for name, n_val in [*sizes.items(), ("notes", 0)]:
         rows = []
         for i in range(n_val + 8):
             label = list(words)[i % 4]
-            split = "validation" if i < n_val else "train"
+            split = "validation" if i < n_val else "test" if name == "notes" else "train"
             rows.append({"id": f"{name}{i}", "title": "", "text": words[label] * 3, "label": label, "split": split})
         path = tmp_path / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        sources.append({"name": name, "file": str(path)})
+        sources.append({"name": name, "file": str(path)} if named else {"file": str(path)})
     cfg_path = model / "govtopic_config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
     cfg["data"].update({"sources": sources, "train_file": None, "taxonomy": str(TAXONOMY)})
@@ -332,8 +333,9 @@ def _two_source_model(model: Path, tmp_path: Path) -> dict[str, int]:
     return sizes
 
 
-def test_thresholds_report_each_training_source_and_can_be_fitted_on_one(tiny_model_copy, tmp_path, capsys):
-    sizes = _two_source_model(tiny_model_copy, tmp_path)
+@pytest.mark.parametrize("named", [True, False])
+def test_thresholds_report_each_training_source_and_can_be_fitted_on_one(tiny_model_copy, tmp_path, capsys, named):
+    sizes = _two_source_model(tiny_model_copy, tmp_path, named)
     out_json = tmp_path / "coverage.json"
     args = ["calibrate-thresholds", str(tiny_model_copy), "--precision", "0.9", "--output", str(out_json)]
     assert main(args) == 0
@@ -345,12 +347,14 @@ def test_thresholds_report_each_training_source_and_can_be_fitted_on_one(tiny_mo
     assert "first level by training source:" in out and "  portal:" in out and "  laws:" in out
 
     out_json.unlink()
-    assert main([*args, "--source", "portal"]) == 0
+    args[args.index("0.9")] = "0.8"
+    assert main([*args, "--source", "portal", "--source", "portal"]) == 0
     report = json.loads(out_json.read_text(encoding="utf-8"))
-    assert report["documents"] == sizes["portal"] and "portal" in report["data"]
+    assert report["documents"] == sizes["portal"]
+    assert report["data"] == "the validation rows of training source(s) portal"
     assert "per_source" not in report  # one source: nothing to break down
     stored = json.loads((tiny_model_copy / "config.json").read_text(encoding="utf-8"))["govtopic"]["thresholds"]
-    assert stored["precision"] == 0.9
+    assert stored["precision"] == 0.8  # the thresholds fitted on portal's rows replaced the earlier ones
 
 
 def test_a_source_the_model_did_not_train_on_is_refused_before_anything_is_stored(tiny_model_copy, tmp_path, capsys):
@@ -358,7 +362,10 @@ def test_a_source_the_model_did_not_train_on_is_refused_before_anything_is_store
     before = (tiny_model_copy / "config.json").read_bytes()
     assert main(["calibrate-thresholds", str(tiny_model_copy), "--source", "portl"]) != 0
     err = capsys.readouterr().err
-    assert "--source portl" in err and "portal, laws" in err
+    assert "--source portl" in err and "portal, laws, notes" in err
+    assert main(["calibrate-thresholds", str(tiny_model_copy), "--source", "notes"]) != 0
+    err = capsys.readouterr().err  # a source with every row in test: nothing to fit on
+    assert "--source notes: none of its rows are in this split" in err and "portal (12), laws (20)" in err
     data = _labelled_file(tmp_path)
     assert main(["calibrate-thresholds", str(tiny_model_copy), str(data), "--source", "portal"]) != 0
     assert "not used with a DATA file" in capsys.readouterr().err
@@ -379,3 +386,16 @@ def test_a_source_under_the_target_is_named_with_the_fix():
     regulations = next(x for x in lines if x.startswith("  regulations:"))
     assert "precision 0.880" in official and "under 0.9" in official and "--source official" in official
     assert "under" not in regulations
+
+
+def test_source_on_a_model_trained_on_one_file_says_to_leave_it_out(tiny_model_copy, tmp_path, capsys):
+    import yaml
+
+    data = _labelled_file(tmp_path)
+    cfg_path = tiny_model_copy / "govtopic_config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    cfg["data"].update({"train_file": str(data), "sources": []})
+    cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    assert main(["calibrate-thresholds", str(tiny_model_copy), "--source", "labelled"]) != 0
+    err = capsys.readouterr().err
+    assert "trained on one file (data.train_file)" in err and "leave --source out" in err

@@ -229,6 +229,49 @@ def resolve_sources(cfg: DataConfig) -> list[SourceConfig]:
     return [dataclasses.replace(s, name=s.name or Path(s.file).name.split(".")[0]) if s.file else s for s in sources]
 
 
+def check_source_names(names: list[str], cfg: DataConfig) -> None:
+    """Raise ``DataError`` unless every name is one of the training sources' (``data.sources``; a source without
+    a name is named after its file, e.g. ``portal`` for ``portal.jsonl``). Reads the config only: no file."""
+    if not cfg.sources:
+        raise DataError(
+            f"--source {', '.join(names)}: the model was trained on one file (data.train_file), not on named "
+            "data.sources; its validation rows are all from that file: leave --source out"
+        )
+    known = [s.name for s in resolve_sources(cfg)]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise DataError(
+            f"--source {', '.join(unknown)}: no training source has that name; the model's training sources "
+            f"(data.sources): {', '.join(known)}"
+        )
+
+
+def source_rows(split: Split, names: list[str], cfg: DataConfig) -> Split:
+    """The rows of ``split`` that come from the named training sources.
+
+    Args:
+        split: a split of the training sources (e.g. ``load_labelled(...).validation``).
+        names: the sources to keep (see ``check_source_names``); a name with no rows in ``split`` is a
+            ``DataError`` that lists the sources it has rows from.
+        cfg: the data config the split was loaded with.
+
+    Example:
+        >>> source_rows(load_labelled(cfg.data, cfg.normalize, 42).validation, ["official"], cfg.data)
+        Split(texts=[...159 documents...], ...)
+    """
+    names = list(dict.fromkeys(names))
+    check_source_names(names, cfg)
+    counts = {name: split.sources.count(name) for name in dict.fromkeys(split.sources)}
+    empty = [n for n in names if not counts.get(n)]
+    if empty:
+        have = ", ".join(f"{name} ({n})" for name, n in counts.items())
+        raise DataError(
+            f"--source {', '.join(empty)}: none of its rows are in this split (all in train or test); rows here "
+            f"come from: {have or 'no source'}. Use one of those"
+        )
+    return split.subset([i for i, s in enumerate(split.sources) if s in names])
+
+
 def label_scheme(cfg: DataConfig, source: SourceConfig | None = None) -> LabelScheme:
     """The label scheme for ``cfg`` (with a source's own spellings, which win over data.label_map)."""
     taxonomy = Taxonomy.load(cfg.taxonomy) if cfg.taxonomy else None

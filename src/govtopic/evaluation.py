@@ -12,7 +12,7 @@ import numpy as np
 
 from govtopic.calibration import fit_temperature, level_softmax, softmax
 from govtopic.config import Config, load_config
-from govtopic.data import DataError, Split, load_eval_file, load_labelled
+from govtopic.data import DataError, Split, check_source_names, load_eval_file, load_labelled, source_rows
 from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import EVALUATION_FIX, LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import (
@@ -486,12 +486,8 @@ def calibrate_thresholds(
             f"--source picks the validation rows of {model_dir}'s training sources and is not used with a DATA "
             "file: keep only the rows you want in the file, or drop DATA to fit on the training sources"
         )
-    named = [s.name for s in cfg.data.sources]
-    if sources and any(name not in named for name in sources):
-        raise DataError(
-            f"--source {', '.join(n for n in sources if n not in named)}: {model_dir} was not trained on such a "
-            f"source; its training sources (data.sources): {', '.join(named) or 'none, one data.train_file'}"
-        )
+    if sources:
+        check_source_names(sources, cfg.data)  # a typo fails here, before any file is read
     if data_file is None:
         data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
         where = "the validation split of the model's training sources"
@@ -501,8 +497,8 @@ def calibrate_thresholds(
                 "(govtopic calibrate-thresholds MODEL DATA), or set data.validation_from_train when training"
             )
         if sources:
-            data = _source_rows(data, sources, model_dir)
-            where = f"the validation rows of training source(s) {', '.join(sources)}"
+            data = source_rows(data, sources, cfg.data)
+            where = f"the validation rows of training source(s) {', '.join(dict.fromkeys(sources))}"
     else:
         fix = (
             "Run without DATA to fit on the validation split training held out "
@@ -524,17 +520,3 @@ def calibrate_thresholds(
             got = held_out(probs[rows], [data.labels[i] for i in rows], clf.labels, thresholds)
             report["per_source"][name] = {level: got[level]["overall"] for level in ("l1", "full")}
     return report
-
-
-def _source_rows(data: Split, names: list[str], model_dir: str | Path) -> Split:
-    """The rows of ``data`` from the named training sources; a source with no rows there (all of it in the train
-    split) is an error listing those that have some."""
-    counts = {name: data.sources.count(name) for name in sorted(set(data.sources))}
-    missing = [name for name in names if name not in counts]
-    if missing:
-        have = ", ".join(f"{name} ({n})" for name, n in counts.items())
-        raise DataError(
-            f"--source {', '.join(missing)}: no validation rows of {model_dir} come from it; they come from: "
-            f"{have}. Fit on one of those"
-        )
-    return data.subset([i for i, s in enumerate(data.sources) if s in names])

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Sequence
 
 import numpy as np
@@ -454,7 +455,7 @@ def _source_lines(report: dict) -> list[str]:
         if o["precision"] is not None and o["precision"] < report["precision"] - 1e-9:
             line += (
                 f": under {report['precision']:g}. If the documents you tag are like {name}'s, fit on its rows "
-                f"alone (--source {name})"
+                f"alone (--source {shlex.quote(name)})"
             )
         lines.append(line)
     return lines
