@@ -231,6 +231,38 @@ def test_evaluation_reports_what_the_stored_thresholds_let_through(tiny_model_di
     assert "## The model's thresholds on these documents" in report and "tagged without a person" in report
 
 
+def test_evaluation_gives_the_thresholds_figures_for_each_source(tiny_model_dir, tmp_path):
+    """With --group-by, what the thresholds let through on each group's documents, as predict() decides it."""
+    from conftest import with_ngram_channel
+    from govtopic.config import Config
+    from govtopic.data import load_eval_file
+    from govtopic.evaluation import evaluate_split
+
+    model = Path(with_ngram_channel(tiny_model_dir, tmp_path / "model", 5.0))
+    path = _labelled_file(tmp_path)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for i, r in enumerate(rows):
+        r["publisher"] = "甲" if i % 3 else "乙"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    predicted = TopicClassifier(model).predict([{"title": r["title"], "text": r["text"]} for r in rows])
+    refused = Counter(r["label_l1"] for r in predicted).most_common()[-1][0]
+    first_levels = {label.split("\\")[0] for label in LABELS}
+    th = {"precision": 0.9, "margin": 0.0, "l1": {c: (None if c == refused else 0.0) for c in first_levels}}
+    update_record(model, thresholds={**th, "full": {label: 0.0 for label in LABELS}})
+    cfg = Config()
+    cfg.eval.baseline = False
+    data = load_eval_file(path, cfg.data, cfg.normalize, None, group_by="publisher")
+    figures = evaluate_split(model, data, tmp_path / "eval", cfg)["metrics"]["thresholds"]["per_source"]
+    decided = TopicClassifier(model).predict([{"title": r["title"], "text": r["text"]} for r in rows])
+    for group in ("甲", "乙"):
+        mine = [d for d, r in zip(decided, rows) if r["publisher"] == group]
+        assert figures[group]["l1"]["documents"] == len(mine)
+        assert figures[group]["l1"]["automatic"] == sum(not d["needs_review"] for d in mine)
+    assert sum(figures[g]["l1"]["automatic"] for g in figures) < len(rows)  # the refused class went to a person
+    report = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
+    assert "| 甲: first level |" in report and "| 乙: first level |" in report
+
+
 def test_a_class_seen_a_few_times_is_judged_with_the_whole_model():
     """Six documents of a class, all right, at scores where the model as a whole is right half the time: alone
     they would earn the class a low threshold; pooled with the whole model (the default) they do not. A class

@@ -216,10 +216,14 @@ def _threshold_blocks(th: dict | None) -> list[tuple]:
     if not th:
         return []
     rows = []
-    for level, name in (("l1", "first level"), ("full", "full label")):
-        o = th[level]["overall"]
-        if o["documents"]:
-            rows.append([name, str(o["documents"]), str(o["automatic"]), _fmt(o["coverage"]), _fmt(o["precision"])])
+    parts = [("", {level: th[level]["overall"] for level in ("l1", "full")})]
+    parts += [(f"{source}: ", levels) for source, levels in (th.get("per_source") or {}).items()]
+    for prefix, levels in parts:  # all documents, then each source's (per_source: several sources)
+        for level, name in (("l1", "first level"), ("full", "full label")):
+            o = levels[level]
+            if o["documents"]:
+                cells = [str(o["documents"]), str(o["automatic"]), _fmt(o["coverage"]), _fmt(o["precision"])]
+                rows.append([prefix + name, *cells])
     target = th.get("precision_target")
     unlike = th.get("unlike_training") or 0
     return [
@@ -231,6 +235,7 @@ def _threshold_blocks(th: dict | None) -> list[tuple]:
             "tagged without a person (coverage) and the share of those that are right (precision). At the first "
             "level a document counts when its first level passed; at the full label, among documents with a "
             "full gold label, when both levels passed."
+            + (" Then the same for each source's documents." if th.get("per_source") else "")
             + (f" {unlike} document(s) went to a person as unlike training." if unlike else ""),
         ),
         ("table", ["level", "documents", "tagged without a person", "coverage", "precision"], rows),
