@@ -110,7 +110,7 @@ def trained_on(tmp_path, data):
 def test_the_training_file_without_a_split_column_is_not_scored_as_test_rows(tmp_path):
     from conftest import synthetic_rows
     from govtopic.data import DataError
-    from govtopic.evaluation import calibrate_thresholds
+    from govtopic.thresholds import calibrate_thresholds
 
     rows = [{k: v for k, v in r.items() if k != "split"} for r in synthetic_rows(40)]
     data = write(tmp_path / "portal.jsonl", rows)
@@ -148,8 +148,8 @@ def test_a_report_of_another_file_of_the_same_name_is_kept(tiny_model_copy, tmp_
 
 
 def test_a_missing_model_folder_or_a_language_model_is_named(tmp_path):
-    from govtopic.evaluation import calibrate_thresholds
     from govtopic.modeling import ModelLoadError
+    from govtopic.thresholds import calibrate_thresholds
 
     data = write(tmp_path / "gold.jsonl", ROWS[:3])
     with pytest.raises(ModelLoadError, match="model folder nomodel does not exist"):

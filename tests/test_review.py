@@ -295,14 +295,14 @@ def test_a_read_only_model_folder_is_refused_before_scoring(tiny_model_copy, tmp
     fix, not after the documents are scored."""
     import os
 
-    import govtopic.evaluation as evaluation
+    import govtopic.thresholds as thresholds
 
     real_access = os.access
     monkeypatch.setattr(
-        evaluation.os, "access", lambda p, mode: False if Path(p) == tiny_model_copy else real_access(p, mode)
+        thresholds.os, "access", lambda p, mode: False if Path(p) == tiny_model_copy else real_access(p, mode)
     )
     scored = []
-    monkeypatch.setattr(evaluation.TopicClassifier, "document_logits", lambda *a, **k: scored.append(1))
+    monkeypatch.setattr(thresholds.TopicClassifier, "document_logits", lambda *a, **k: scored.append(1))
     before = (tiny_model_copy / "config.json").read_bytes()
     assert main(["calibrate-thresholds", str(tiny_model_copy), str(_labelled_file(tmp_path))]) == 2
     err = capsys.readouterr().err

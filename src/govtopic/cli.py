@@ -207,9 +207,9 @@ def _suggest(args) -> int:
 
 
 def _calibrate_thresholds(args) -> int:
-    from govtopic.evaluation import calibrate_thresholds
     from govtopic.fsutil import check_claimable, write_output_text
     from govtopic.review import format_report
+    from govtopic.thresholds import calibrate_thresholds
 
     if args.output:  # before any work: never over a file govtopic did not write
         check_claimable(Path(args.output), "coverage report", "--output")

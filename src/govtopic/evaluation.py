@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 
 from govtopic.calibration import fit_temperature, level_softmax, softmax
 from govtopic.config import Config, load_config
-from govtopic.data import DataError, Split, check_source_names, load_eval_file, load_labelled, source_rows
+from govtopic.data import DataError, Split, load_eval_file, load_labelled
 from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import EVALUATION_FIX, LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import (
@@ -24,7 +23,7 @@ from govtopic.metrics import (
 )
 from govtopic.predict import TopicClassifier, has_words
 from govtopic.record import CONFIG_FILE
-from govtopic.review import PRIOR_DOCS, add_risk_coverage, check_fit_args, fit_thresholds, held_out
+from govtopic.review import add_risk_coverage, held_out, thresholds_by_source
 from govtopic.titles import prepend
 
 logger = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ def training_file_setting(model_dir: str | Path, data_file: str | Path, cfg: Con
     return next((key for key, f in named.items() if f and Path(f).resolve() == resolved), None)
 
 
-def _held_out_rows(
+def held_out_rows(
     model_dir, data_file, cfg: Config, split: str | None, fix: str, scheme, group_by=None, corrections=None
 ):
     """(the rows of ``data_file`` to score, the counts of ``load_eval_file``). Scoring (or fitting thresholds on)
@@ -85,7 +84,8 @@ def _held_out_rows(
     return data, counts
 
 
-def _split_wording(split: str | None, has_split: bool) -> str:
+def split_wording(split: str | None, has_split: bool) -> str:
+    """Which rows were used, as reports and fit reports word it (``held_out_rows``' ``split_column`` count)."""
     if split is None:
         return "all rows"
     return split if has_split else "all rows (no split column)"
@@ -244,35 +244,6 @@ def per_source(split: Split, probs: np.ndarray, labels: list[str], cfg: Config) 
     return out
 
 
-def thresholds_by_source(
-    split: Split, probs: np.ndarray, labels: list[str], thresholds: dict, known: list[float] | None = None
-) -> dict:
-    """What review thresholds do on each source's rows of a split (empty when it has one source): per source,
-    ``review.held_out``'s overall figures at both levels.
-
-    Args:
-        split: labelled documents; ``split.sources`` names each row's source (or ``--group-by`` value).
-        probs: their calibrated probabilities, columns ``labels``.
-        labels: the model's labels.
-        thresholds: the model record's thresholds.
-        known: each document's share of known n-grams (see ``review.held_out``), or None.
-
-    Example:
-        >>> thresholds_by_source(split, probs, clf.labels, clf.record.thresholds)["official"]["l1"]
-        {'documents': 159, 'automatic': 119, 'coverage': 0.748, 'precision': 0.882}
-    """
-    names = sorted(set(split.sources))
-    if len(names) < 2:
-        return {}
-    out = {}
-    for name in names:
-        rows = [i for i, s in enumerate(split.sources) if s == name]
-        share = None if known is None else [known[i] for i in rows]
-        got = held_out(probs[rows], [split.labels[i] for i in rows], labels, thresholds, share)
-        out[name] = {level: got[level]["overall"] for level in ("l1", "full")}
-    return out
-
-
 def _plots(
     out_dir: Path,
     metrics: dict,
@@ -333,7 +304,7 @@ def evaluate_split(
     if clf.record.thresholds:  # what the stored thresholds let through on these documents, and how right it is
         known = [item["known_ngrams"] for item in info] if info and "known_ngrams" in info[0] else None
         metrics["thresholds"] = held_out(probs, split.labels, clf.labels, clf.record.thresholds, known)
-        by_source = thresholds_by_source(split, probs, clf.labels, clf.record.thresholds, known)
+        by_source = thresholds_by_source(probs, split.labels, split.sources, clf.labels, clf.record.thresholds, known)
         if by_source:
             metrics["thresholds"]["per_source"] = by_source
     sources = per_source(split, probs, clf.labels, cfg)
@@ -414,7 +385,7 @@ def evaluate(
         cfg.eval.baseline = baseline
     scheme = model_scheme(model_dir, cfg)
     fix = "The rows training held out are scored in the run's eval/ folder (govtopic train writes it)"
-    data, counts = _held_out_rows(model_dir, data_file, cfg, split, fix, scheme, group_by, corrections)
+    data, counts = held_out_rows(model_dir, data_file, cfg, split, fix, scheme, group_by, corrections)
     # predict() gives a document with no words (empty, punctuation only) no topic: it is not scored either.
     words = [i for i, (text, title) in enumerate(zip(data.texts, data.titles)) if has_words(text + (title or ""))]
     empty = len(data) - len(words)
@@ -427,7 +398,7 @@ def evaluate(
     elif cfg.eval.baseline:
         logger.warning("baseline skipped: the model's training files %s are not all available here", files)
     out = Path(output_dir) if output_dir else default_report_folder(model_dir, data_file)
-    meta = {"data_file": str(data_file), "split": _split_wording(split, counts["split_column"])}
+    meta = {"data_file": str(data_file), "split": split_wording(split, counts["split_column"])}
     left_out = [f"{counts['unlabelled']} row(s) without a label"] if counts["unlabelled"] else []
     left_out += [f"{empty} document(s) with no text (predict() gives them no topic)"] if empty else []
     if left_out:
@@ -461,90 +432,3 @@ def default_report_folder(model_dir: str | Path, data_file: str | Path) -> Path:
             return folder
         logger.info("%s holds the report of another file (%s); this one goes to the next free name", folder, recorded)
         n += 1
-
-
-def _check_record_writable(model_dir: str | Path) -> None:
-    """Calibration stores its thresholds in the folder's config.json: a folder that cannot take them is refused
-    before the documents are scored."""
-    folder = Path(model_dir)
-    if folder.is_dir() and not (os.access(folder, os.W_OK) and os.access(folder / "config.json", os.W_OK)):
-        raise ValueError(
-            f"model folder {folder} is read-only, and calibrate-thresholds stores the thresholds in its config.json; "
-            f"copy the folder somewhere writable (cp -r {folder} {folder.name}-reviewed) and calibrate the copy"
-        )
-
-
-def calibrate_thresholds(
-    model_dir: str,
-    data_file: str | None = None,
-    precision: float = 0.95,
-    split: str | None = "validation",
-    margin: float | None = None,
-    min_docs: int = 5,
-    batch_size: int = 32,
-    prior_docs: float | None = None,
-    sources: list[str] | None = None,
-) -> dict:
-    """Fit thresholds on labelled documents and store them in the model folder's record (config.json).
-
-    Args:
-        model_dir: the model folder.
-        data_file: a labelled JSONL/CSV/Parquet file (its ``split`` rows when it has a split column); None reads
-            the model's own training sources (its saved config) and takes their validation split.
-        precision: the precision wanted among the documents no person sees.
-        split: which rows of ``data_file`` to use (None: every row).
-        margin, min_docs: see ``review.fit_thresholds``.
-        batch_size: windows per forward pass.
-        prior_docs: see ``review.fit_thresholds`` (default ``review.PRIOR_DOCS``).
-        sources: without ``data_file``, fit on the validation rows of these training sources only (their
-            ``data.sources`` names): the source most like the documents to be tagged, when the others are an
-            easier genre that would let through documents the target precision does not hold for.
-
-    Returns:
-        The report of ``review.fit_thresholds`` with ``documents`` and ``data`` added, and ``per_source`` (what
-        the thresholds do on each training source's rows, both levels) when the rows come from several sources.
-
-    Example:
-        >>> report = calibrate_thresholds("runs/quickstart/model", precision=0.95)
-        >>> report["full"]["overall"]["coverage"]
-        0.62
-    """
-    prior = PRIOR_DOCS if prior_docs is None else prior_docs
-    check_fit_args(precision, margin, prior, min_docs)  # before reading or scoring anything
-    cfg = saved_config(model_dir)
-    _check_record_writable(model_dir)
-    if sources and data_file is not None:
-        raise ValueError(
-            f"--source picks the validation rows of {model_dir}'s training sources and is not used with a DATA "
-            "file: keep only the rows you want in the file, or drop DATA to fit on the training sources"
-        )
-    if sources:
-        check_source_names(sources, cfg.data)  # a typo fails here, before any file is read
-    if data_file is None:
-        data = load_labelled(cfg.data, cfg.normalize, cfg.train.seed).validation
-        where = "the validation split of the model's training sources"
-        if not len(data):
-            raise DataError(
-                f"{model_dir}: its training sources have no validation split; pass a labelled DATA file "
-                "(govtopic calibrate-thresholds MODEL DATA), or set data.validation_from_train when training"
-            )
-        if sources:
-            data = source_rows(data, sources, cfg.data)
-            where = f"the validation rows of training source(s) {', '.join(dict.fromkeys(sources))}"
-    else:
-        fix = (
-            "Run without DATA to fit on the validation split training held out "
-            f"(govtopic calibrate-thresholds {model_dir})"
-        )
-        data, counts = _held_out_rows(model_dir, data_file, cfg, split, fix, model_scheme(model_dir, cfg))
-        where = f"{data_file} ({_split_wording(split, counts['split_column'])})"
-    clf = TopicClassifier(model_dir)
-    logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
-    probs = level_softmax(logits, clf.temperature, clf.labels)
-    thresholds, report = fit_thresholds(probs, data.labels, clf.labels, precision, margin, min_docs, prior)
-    update_record(model_dir, thresholds=thresholds)
-    report = {**report, "documents": len(data), "data": where, "model_dir": str(model_dir)}
-    by_source = thresholds_by_source(data, probs, clf.labels, thresholds)
-    if by_source:  # one source's documents can fall short of the target the mixture reaches
-        report["per_source"] = by_source
-    return report
