@@ -58,6 +58,47 @@ def test_an_unknown_gold_label_names_a_fix_evaluate_can_take(tiny_model_copy, tm
     assert "'科技教育'" in message and "Correct them in the file" in message and "data.label_map" not in message
 
 
+def test_a_files_own_spellings_are_read_through_label_map(tiny_model_copy, tmp_path, capsys):
+    """A portal's file spells labels its own way: --label-map reads them, without touching the model folder."""
+    from govtopic.cli import main
+    from govtopic.labels import LabelScheme, Taxonomy
+    from test_record import edit_settings
+
+    taxonomy = Taxonomy({"城乡建设、环境保护": ["城市规划"], "公安、安全、司法": ["司法"]})
+    edit_settings(tiny_model_copy, label_scheme=LabelScheme(taxonomy).to_dict())
+    rows = [
+        {"text": "城市规划建设管理", "label": "城规"},  # the portal's spelling of 城乡建设、环境保护\城市规划
+        {"text": "法院审判司法", "label": "公安、安全、司法\\司法"},
+        {"text": "城市规划", "label": "城规"},
+    ]
+    data = write(tmp_path / "portal.jsonl", rows)
+    before = (tiny_model_copy / "config.json").read_bytes()
+    assert main(["evaluate", str(tiny_model_copy), str(data), "--no-baseline", "--output", str(tmp_path / "a")]) != 0
+    err = capsys.readouterr().err
+    assert "'城规'" in err and "--label-map FILE" in err  # refused, and the message names --label-map as a fix
+    mapping = tmp_path / "portal_map.yaml"
+    mapping.write_text('version: "p1"\nlabels:\n  城规: 城乡建设、环境保护\\城市规划\n', encoding="utf-8")
+    result = evaluate(tiny_model_copy, data, tmp_path / "b", split=None, baseline=False, label_map=mapping)
+    assert result["meta"]["documents"] == 3 and result["meta"]["label_map"] == str(mapping)
+    # Scored against the mapped labels: the figure is predict()'s agreement with them.
+    results = TopicClassifier(tiny_model_copy).predict([r["text"] for r in rows])
+    gold = ["城乡建设、环境保护\\城市规划", "公安、安全、司法\\司法", "城乡建设、环境保护\\城市规划"]
+    assert result["metrics"]["accuracy"] == sum(r["label"] == g for r, g in zip(results, gold)) / 3
+    assert (tiny_model_copy / "config.json").read_bytes() == before  # the model's own map is unchanged
+
+
+def test_a_label_map_that_is_missing_or_not_a_map_is_named(tiny_model_dir, tmp_path):
+    from govtopic.data import DataError
+
+    data = write(tmp_path / "gold.jsonl", ROWS[:3])
+    with pytest.raises(DataError, match=r"--label-map .*nope.yaml: no such file"):
+        evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False, label_map=tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"--label-map .*bad.yaml: expected a mapping, got list"):
+        evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False, label_map=bad)
+
+
 def test_full_label_rows_of_the_sources_add_up_to_the_whole(tiny_model_dir, tmp_path):
     """A source labelled at the first level (a portal publishing 一级 alone) still counts its 其他 rows as full
     labels, as the whole set does, so the per-source table adds up to the headline."""

@@ -401,6 +401,8 @@ def test_a_source_the_model_did_not_train_on_is_refused_before_anything_is_store
     data = _labelled_file(tmp_path)
     assert main(["calibrate-thresholds", str(tiny_model_copy), str(data), "--source", "portal"]) != 0
     assert "not used with a DATA file" in capsys.readouterr().err
+    assert main(["calibrate-thresholds", str(tiny_model_copy), "--label-map", str(data)]) != 0
+    assert "--label-map reads a DATA file's own label spellings" in capsys.readouterr().err
     assert (tiny_model_copy / "config.json").read_bytes() == before
 
 

@@ -11,6 +11,11 @@ from pathlib import Path
 
 from govtopic.strategies import strategy_names
 
+_LABEL_MAP_HELP = (
+    "YAML label map of DATA_FILE's own label spellings (like data/label_map.yaml: `labels: {公路: 工业、交通\\公路}`), "
+    "read on top of the one the model was trained with"
+)
+
 
 def _add_table_columns(parser: argparse.ArgumentParser) -> None:
     """The columns of JSONL/CSV/Parquet inputs, the same for every command that reads documents."""
@@ -84,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         help="id + label file (or Label Studio export) whose labels replace the data file's for the same ids, "
         "as in training; repeat for several, a later one wins",
     )
+    e.add_argument("--label-map", metavar="FILE", help=_LABEL_MAP_HELP)
 
     r = sub.add_parser("predict", help="predict topics for .txt files, folders, JSONL/CSV/Parquet")
     r.add_argument("model_dir", help="model folder or Hub id")
@@ -157,6 +163,7 @@ def _add_review_parsers(sub) -> None:
         help="without DATA_FILE: fit on the validation rows of this training source only (data.sources name; "
         "repeat for several)",
     )
+    ct.add_argument("--label-map", metavar="FILE", help=_LABEL_MAP_HELP)
     ct.add_argument("--output", help="also write the coverage report as JSON here")
 
     rv = sub.add_parser("review", help="write the documents that need a person as a review queue (JSONL, Label Studio)")
@@ -223,6 +230,7 @@ def _calibrate_thresholds(args) -> int:
         min_docs=args.min_docs,
         prior_docs=args.prior_docs,
         sources=args.source,
+        label_map=args.label_map,
     )
     print(format_report(report))
     if args.output:
@@ -292,12 +300,15 @@ def _evaluate(args) -> int:
         long_doc=args.long_doc,
         group_by=args.group_by,
         corrections=args.corrections,
+        label_map=args.label_map,
     )
     m, b = result["metrics"], result["baseline"]
     print(f"documents: {m['n']}")
     for key in ("l1_accuracy", "l1_macro_f1", "accuracy", "macro_f1"):
         base = f"   baseline {b[key]:.3f}" if b and b.get(key) is not None else ""
         value = "n/a" if m.get(key) is None else f"{m[key]:.3f}"
+        if key in ("accuracy", "macro_f1") and m.get(key) is not None and m.get("n_full") not in (None, m["n"]):
+            value += f" (over the {m['n_full']} document(s) with a full label)"
         print(f"{key:>12}: {value}{base}")
     base_groups = (b or {}).get("per_source") or {}
     for group, g in (m.get("per_source") or {}).items():

@@ -13,7 +13,7 @@ from govtopic.calibration import fit_temperature, level_softmax, softmax
 from govtopic.config import Config, load_config
 from govtopic.data import DataError, Split, load_eval_file, load_labelled
 from govtopic.fsutil import atomic_write_text, claim_folder
-from govtopic.labels import EVALUATION_FIX, LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
+from govtopic.labels import EVALUATION_FIX, LabelError, LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import (
     compute_metrics,
     expected_calibration_error,
@@ -91,9 +91,11 @@ def split_wording(split: str | None, has_split: bool) -> str:
     return split if has_split else "all rows (no split column)"
 
 
-def model_scheme(model_dir: str | Path, cfg: Config):
+def model_scheme(model_dir: str | Path, cfg: Config, label_map: str | Path | None = None):
     """The label scheme a model learnt with: the taxonomy of its config (when the file is here) and the label
-    map kept in the model folder, so gold labels are read exactly as the training labels were."""
+    map kept in the model folder, so gold labels are read exactly as the training labels were. ``label_map``
+    (a YAML file of the label-map shape) adds a file's own spellings on top, e.g. a portal's ``公路`` for
+    ``工业、交通\\公路`` when the model was trained without them."""
     kept = _record(model_dir).get("label_scheme") or {}
     if kept.get("taxonomy"):  # kept in the folder since this release (checked on load: govtopic.record)
         taxonomy = Taxonomy(kept["taxonomy"])
@@ -108,8 +110,24 @@ def model_scheme(model_dir: str | Path, cfg: Config):
                 cfg.data.taxonomy,
                 model_dir,
             )
-    label_map = LabelMap(kept.get("label_map") or {}, kept.get("label_map_version", "none"))
-    return LabelScheme(taxonomy, label_map, "error", cfg.data.label_level)
+    mapping = LabelMap(kept.get("label_map") or {}, kept.get("label_map_version", "none"))
+    if label_map is not None:
+        own = _read_label_map(label_map)
+        mapping = LabelMap({**mapping.labels, **own.labels}, f"{mapping.version}+{own.version}")
+    return LabelScheme(taxonomy, mapping, "error", cfg.data.label_level)
+
+
+def _read_label_map(path: str | Path) -> LabelMap:
+    """A ``--label-map`` file, its problems worded for the command line."""
+    if not Path(path).is_file():
+        raise DataError(
+            f"--label-map {path}: no such file. Pass a YAML file that maps the data file's spellings to the "
+            "taxonomy's labels, e.g. `labels: {公路: 工业、交通\\公路}` (see data/label_map.yaml)"
+        )
+    try:
+        return LabelMap.load(str(path))
+    except LabelError as err:
+        raise DataError(f"--label-map {path}: {str(err).replace('data.label_map: ', '')}") from err
 
 
 def _older_report(path: Path) -> bool:
@@ -361,6 +379,7 @@ def evaluate(
     long_doc: str | None = None,
     group_by: str | None = None,
     corrections: list[str | Path] | None = None,
+    label_map: str | Path | None = None,
 ) -> dict:
     """Evaluate a model folder on a labelled file (its test split when it has a split column).
 
@@ -374,6 +393,7 @@ def evaluate(
         group_by: a column whose values group the rows in the report's per-source table.
         corrections: id + label files (or Label Studio exports) whose labels replace the file's for the same
             ids, as a training corrections source does; a later file wins.
+        label_map: a YAML label map of the file's own spellings, read on top of the one the model learnt with.
 
     Example:
         >>> evaluate("runs/cpu-official/model", "../shared/data/official.jsonl.gz", group_by="label_source")
@@ -383,7 +403,7 @@ def evaluate(
     cfg = saved_config(model_dir)
     if baseline is not None:
         cfg.eval.baseline = baseline
-    scheme = model_scheme(model_dir, cfg)
+    scheme = model_scheme(model_dir, cfg, label_map)
     fix = "The rows training held out are scored in the run's eval/ folder (govtopic train writes it)"
     data, counts = held_out_rows(model_dir, data_file, cfg, split, fix, scheme, group_by, corrections)
     # predict() gives a document with no words (empty, punctuation only) no topic: it is not scored either.
@@ -406,6 +426,8 @@ def evaluate(
         logger.warning("%s: not scored: %s", data_file, meta["left_out"])
     if corrections:
         meta["corrections"] = ", ".join(map(str, corrections))
+    if label_map is not None:
+        meta["label_map"] = str(label_map)
     return evaluate_split(Path(model_dir), data, out, cfg, train_split, meta, long_doc=long_doc)
 
 

@@ -145,7 +145,8 @@ TRAINING_FIX = (
 )
 EVALUATION_FIX = (
     "Correct them in the file to labels of the model's taxonomy (the model reads published spellings through "
-    "the label map it was trained with), or leave those rows out of the file."
+    "the label map it was trained with), map the file's own spellings to them with --label-map FILE (a YAML "
+    "file like data/label_map.yaml), or leave those rows out of the file."
 )
 
 

@@ -50,6 +50,7 @@ def calibrate_thresholds(
     batch_size: int = 32,
     prior_docs: float | None = None,
     sources: list[str] | None = None,
+    label_map: str | None = None,
 ) -> dict:
     """Fit thresholds on labelled documents and store them in the model folder's record (config.json).
 
@@ -65,6 +66,7 @@ def calibrate_thresholds(
         sources: without ``data_file``, fit on the validation rows of these training sources only (their
             ``data.sources`` names): the source most like the documents to be tagged, when the others are an
             easier genre that would let through documents the target precision does not hold for.
+        label_map: with ``data_file``, a YAML label map of its own spellings (see ``evaluation.model_scheme``).
 
     Returns:
         The report of ``review.fit_thresholds`` with ``documents`` and ``data`` added, and ``per_source`` (what
@@ -79,6 +81,11 @@ def calibrate_thresholds(
     check_fit_args(precision, margin, prior, min_docs)  # before reading or scoring anything
     cfg = saved_config(model_dir)
     _check_record_writable(model_dir)
+    if label_map is not None and data_file is None:
+        raise ValueError(
+            "--label-map reads a DATA file's own label spellings; the model's training sources are read with the "
+            "label map it was trained with: pass a DATA file, or leave --label-map out"
+        )
     if sources and data_file is not None:
         raise ValueError(
             f"--source picks the validation rows of {model_dir}'s training sources and is not used with a DATA "
@@ -102,7 +109,8 @@ def calibrate_thresholds(
             "Run without DATA to fit on the validation split training held out "
             f"(govtopic calibrate-thresholds {model_dir})"
         )
-        data, counts = held_out_rows(model_dir, data_file, cfg, split, fix, model_scheme(model_dir, cfg))
+        scheme = model_scheme(model_dir, cfg, label_map)
+        data, counts = held_out_rows(model_dir, data_file, cfg, split, fix, scheme)
         where = f"{data_file} ({split_wording(split, counts['split_column'])})"
     clf = TopicClassifier(model_dir)
     logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
