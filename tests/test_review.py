@@ -11,7 +11,8 @@ from conftest import LABELS
 from govtopic import TopicClassifier
 from govtopic.cli import main
 from govtopic.evaluation import update_record
-from govtopic.review import REASONS, decide, fit_thresholds, flag, risk_coverage, scores
+from govtopic.review import REASONS, decide, fit_thresholds, flag, scores
+from govtopic.riskcoverage import risk_coverage
 
 CITY, ENV, LAW, HEALTH, OTHER = LABELS
 

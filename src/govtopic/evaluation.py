@@ -23,7 +23,8 @@ from govtopic.metrics import (
 )
 from govtopic.predict import TopicClassifier, has_words
 from govtopic.record import CONFIG_FILE
-from govtopic.review import add_risk_coverage, held_out, thresholds_by_source
+from govtopic.review import held_out, thresholds_by_source
+from govtopic.riskcoverage import add_risk_coverage
 from govtopic.titles import prepend
 
 logger = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ def evaluate_split(
     calibration = {"temperature": clf.temperature, "ece_before": ece[0], "ece_after": ece[1]}
     base, mixed = _baseline(train_split, cfg)
     baseline = _baseline_metrics(base, mixed, split, clf.labels, cfg)
-    add_risk_coverage(metrics, baseline, mixed, probs, split.labels, clf.labels)  # govtopic/review.py
+    add_risk_coverage(metrics, baseline, mixed, probs, split.labels, clf.labels)
     if clf.record.thresholds:  # what the stored thresholds let through on these documents, and how right it is
         known = [item["known_ngrams"] for item in info] if info and "known_ngrams" in info[0] else None
         metrics["thresholds"] = held_out(probs, split.labels, clf.labels, clf.record.thresholds, known)

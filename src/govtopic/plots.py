@@ -280,7 +280,7 @@ def plot_risk_coverage(model: dict, baseline: dict | None, path: str | Path) -> 
     the model beside the baseline; the 90/95/99% precision lines are drawn for reference.
 
     Args:
-        model: ``govtopic.review.risk_coverage`` of the model ({"l1": ..., "full": ...}).
+        model: ``govtopic.riskcoverage.risk_coverage`` of the model ({"l1": ..., "full": ...}).
         baseline: the same for the baseline, or None.
         path: the PNG to write.
 
