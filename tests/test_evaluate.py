@@ -97,6 +97,47 @@ def test_a_label_map_that_is_missing_or_not_a_map_is_named(tiny_model_dir, tmp_p
     bad.write_text("- just\n- a list\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"--label-map .*bad.yaml: expected a mapping, got list"):
         evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False, label_map=bad)
+    bad.write_text("labels:\n  - 公路\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"--label-map .*bad.yaml: labels: expected a mapping of published"):
+        evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False, label_map=bad)
+    bad.write_text("labels:\n  公路: [工业\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"--label-map .*bad.yaml is not a UTF-8 YAML file"):
+        evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False, label_map=bad)
+    bad.write_bytes(b"\xff\xfe\x00labels")
+    with pytest.raises(DataError, match=r"--label-map .*bad.yaml is not a UTF-8 YAML file"):
+        evaluate(tiny_model_dir, data, tmp_path / "eval", split=None, baseline=False, label_map=bad)
+
+
+def test_a_label_map_target_outside_the_taxonomy_names_the_file(tiny_model_copy, tmp_path):
+    from govtopic.data import DataError
+    from govtopic.labels import LabelScheme, Taxonomy
+    from test_record import edit_settings
+
+    taxonomy = Taxonomy({"城乡建设、环境保护": ["城市规划"], "公安、安全、司法": ["司法"]})
+    edit_settings(tiny_model_copy, label_scheme=LabelScheme(taxonomy).to_dict())
+    data = write(tmp_path / "gold.jsonl", [{"text": "城市规划", "label": "城规"}])
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("labels:\n  城规: 城建\\城市规划\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        evaluate(tiny_model_copy, data, tmp_path / "eval", split=None, baseline=False, label_map=mapping)
+    message = str(info.value)
+    assert f"--label-map {mapping} maps '城规'" in message and "'城建' is not in the taxonomy" in message
+    assert "data.label_map" not in message
+
+
+def test_a_corrections_label_outside_the_taxonomy_names_a_fix_evaluate_can_take(tiny_model_copy, tmp_path):
+    from govtopic.data import DataError
+    from govtopic.labels import LabelScheme, Taxonomy
+    from test_record import edit_settings
+
+    taxonomy = Taxonomy({"城乡建设、环境保护": ["城市规划"], "公安、安全、司法": ["司法"]})
+    edit_settings(tiny_model_copy, label_scheme=LabelScheme(taxonomy).to_dict())
+    data = write(tmp_path / "gold.jsonl", ROWS[:3])
+    fixes = write(tmp_path / "fixes.jsonl", [{"id": "a", "label": "城规"}])
+    with pytest.raises(DataError) as info:
+        evaluate(tiny_model_copy, data, tmp_path / "eval", split=None, baseline=False, corrections=[fixes])
+    message = str(info.value)
+    assert "'城规'" in message and "--label-map FILE" in message and "data.label_map" not in message
 
 
 def test_full_label_rows_of_the_sources_add_up_to_the_whole(tiny_model_dir, tmp_path):

@@ -13,7 +13,7 @@ from govtopic.strategies import strategy_names
 
 _LABEL_MAP_HELP = (
     "YAML label map of DATA_FILE's own label spellings (like data/label_map.yaml: `labels: {公路: 工业、交通\\公路}`), "
-    "read on top of the one the model was trained with"
+    "read on top of the one the model was trained with (--corrections files are read with it too)"
 )
 
 

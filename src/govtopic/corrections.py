@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from govtopic.errors import DataError
-from govtopic.labels import SEP, LabelError, l1
+from govtopic.labels import SEP, TRAINING_FIX, LabelError, l1
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +99,13 @@ def is_correction_table(rows: list[dict], source) -> bool:
     )
 
 
-def as_corrections(rows: list[dict], source, scheme, skipped: dict, path: str) -> list[dict] | None:
+def as_corrections(
+    rows: list[dict], source, scheme, skipped: dict, path: str, fix: str = TRAINING_FIX
+) -> list[dict] | None:
     """Canonical rows (``_label``, ``_title``, ``_text``, ...; ``_correction`` set) when ``rows`` are
     corrections (a Label Studio export or an id + label table), else None. Raises DataError for a file that
-    gives one id two labels, or a correction without an id. ``scheme``: the source's ``LabelScheme``."""
+    gives one id two labels, or a correction without an id. ``scheme``: the source's ``LabelScheme``; ``fix``:
+    what an unknown label's error tells the reader to do (default: the training fix)."""
 
     export = bool(rows) and rows[0].get(_EXPORT)
     if not (export or is_correction_table(rows, source)):
@@ -120,7 +123,7 @@ def as_corrections(rows: list[dict], source, scheme, skipped: dict, path: str) -
     rows = [r for r in rows if r.get(label_key) not in (None, "")]
     ids = [str(r["id"]) for r in rows]
     try:
-        labels = scheme.read([r[label_key] for r in rows], path, skipped, ids)
+        labels = scheme.read([r[label_key] for r in rows], path, skipped, ids, fix)
     except LabelError as err:
         raise DataError(str(err)) from err
     out = _one_label_per_id(rows, ids, labels, path, skipped)

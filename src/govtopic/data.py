@@ -560,7 +560,7 @@ def load_eval_file(
     """
     rows = parse_rows(read_table(path), str(path), cfg, scheme, group_by, fix)
     if corrections_files:
-        rows = _corrected(rows, path, cfg, corrections_files, scheme or label_scheme(cfg))
+        rows = _corrected(rows, path, cfg, corrections_files, scheme or label_scheme(cfg), fix)
     col = cfg.split_column
     has_split = bool(split and col and col in rows[0])
     chosen = range(len(rows))
@@ -576,7 +576,9 @@ def load_eval_file(
     return _to_split(rows, keep, norm)
 
 
-def _corrected(rows: list[dict], path, cfg: DataConfig, files: list[str | Path], scheme: LabelScheme) -> list[dict]:
+def _corrected(
+    rows: list[dict], path, cfg: DataConfig, files: list[str | Path], scheme: LabelScheme, fix: str = TRAINING_FIX
+) -> list[dict]:
     """``rows`` with the labels of ``files``' corrections applied by id. A file that is not corrections (it
     has a text or title column) is an error: evaluation never adds documents."""
     missing = [str(f) for f in files if not Path(f).is_file()]
@@ -596,7 +598,7 @@ def _corrected(rows: list[dict], path, cfg: DataConfig, files: list[str | Path],
         )
         found = corrections.read_export(str(file)) or read_table(file)
         skipped: dict = {}
-        corrected = corrections.as_corrections(found, source, scheme, skipped, str(file))
+        corrected = corrections.as_corrections(found, source, scheme, skipped, str(file), fix)
         if corrected is None:
             raise DataError(
                 f"{file}: not a corrections file: give an id and a {cfg.label_column!r} column and no "

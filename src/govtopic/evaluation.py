@@ -114,6 +114,16 @@ def model_scheme(model_dir: str | Path, cfg: Config, label_map: str | Path | Non
     mapping = LabelMap(kept.get("label_map") or {}, kept.get("label_map_version", "none"))
     if label_map is not None:
         own = _read_label_map(label_map)
+        wrong = {k: v for k, v in own.labels.items() if taxonomy is not None and taxonomy.problem(v)}
+        if wrong:
+            k, v = next(iter(wrong.items()))
+            raise DataError(
+                f"--label-map {label_map} maps {k!r} to {v!r}: {taxonomy.problem(v)}. Map it to a label of the "
+                "model's taxonomy"
+            )
+        changed = {k: (mapping.labels[k], v) for k, v in own.labels.items() if mapping.labels.get(k, v) != v}
+        if changed:
+            logger.warning("--label-map %s reads these differently from the model's own map: %s", label_map, changed)
         mapping = LabelMap({**mapping.labels, **own.labels}, f"{mapping.version}+{own.version}")
     return LabelScheme(taxonomy, mapping, "error", cfg.data.label_level)
 
@@ -122,7 +132,8 @@ def _read_label_map(path: str | Path) -> LabelMap:
     """A ``--label-map`` file, its problems worded for the command line."""
     if not Path(path).is_file():
         raise DataError(
-            f"--label-map {path}: no such file. Pass a YAML file that maps the data file's spellings to the "
+            f"--label-map {path}: no such file (a relative path is read from {Path.cwd()}). Pass a YAML file that "
+            "maps the data file's spellings to the "
             "taxonomy's labels, e.g. `labels: {公路: 工业、交通\\公路}` (see data/label_map.yaml)"
         )
     try:

@@ -117,7 +117,14 @@ class LabelMap:
                 path = base / path
             if not path.is_file():
                 raise LabelError(f"label map {value} does not exist; set data.label_map to a YAML file or mapping")
-            value = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            try:
+                value = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as err:
+                where = f" ({err.problem_mark})" if getattr(err, "problem_mark", None) else ""
+                raise LabelError(
+                    f"data.label_map: {value} is not a UTF-8 YAML file{where}: write it as version: and labels: "
+                    "with one `published: 一级\\二级` pair a line, as data/label_map.yaml does"
+                ) from err
         if not isinstance(value, dict):
             raise LabelError(f"data.label_map: expected a mapping, got {type(value).__name__}")
         if "labels" in value:
@@ -125,6 +132,11 @@ class LabelMap:
             if extra:
                 raise LabelError(f"data.label_map: unknown key(s) {sorted(extra)}; expected version and labels")
             pairs, version = value.get("labels") or {}, str(value.get("version", "unversioned"))
+            if not isinstance(pairs, dict):
+                raise LabelError(
+                    f"data.label_map: labels: expected a mapping of published spelling to label, got "
+                    f"{type(pairs).__name__}"
+                )
         else:
             pairs, version = value, "unversioned"
         bad = [k for k, v in pairs.items() if not isinstance(v, str) or not str(v).strip()]

@@ -112,6 +112,8 @@ def calibrate_thresholds(
         scheme = model_scheme(model_dir, cfg, label_map)
         data, counts = held_out_rows(model_dir, data_file, cfg, split, fix, scheme)
         where = f"{data_file} ({split_wording(split, counts['split_column'])})"
+        if label_map is not None:
+            where += f"; labels read with --label-map {label_map}"
     clf = TopicClassifier(model_dir)
     logits, _ = clf.document_logits(data.texts, clf.long_doc, batch_size, titles=data.titles)
     probs = level_softmax(logits, clf.temperature, clf.labels)
