@@ -4,9 +4,9 @@ import gzip
 
 import pytest
 
-from govtopic.data import read_table
 from govtopic.encodings import detect_chinese_encoding
 from govtopic.inputs import Columns, iter_records
+from govtopic.tables import read_table
 
 # A notice body of about 6,000 bytes in GBK: longer than one read buffer, so a sample of whole lines taken
 # from the first buffer would hold the ASCII header alone.

@@ -9,8 +9,9 @@ import pytest
 
 from govtopic.batch import predict_files
 from govtopic.cli import main
-from govtopic.data import DataError, read_table
+from govtopic.data import DataError
 from govtopic.inputs import Columns, iter_records
+from govtopic.tables import read_table
 
 
 def read_jsonl(path):

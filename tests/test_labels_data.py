@@ -8,8 +8,9 @@ import pytest
 
 from conftest import SAMPLE, TAXONOMY
 from govtopic.config import DataConfig
-from govtopic.data import DataError, load_labelled, read_table
+from govtopic.data import DataError, load_labelled
 from govtopic.labels import Taxonomy, hierarchical_decode, parse_label
+from govtopic.tables import read_table
 
 
 @pytest.mark.parametrize(

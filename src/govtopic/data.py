@@ -1,12 +1,10 @@
-"""Loading labelled documents (JSONL, CSV, Parquet) and splitting them into train/validation/test."""
+"""Turning labelled rows into train/validation/test splits: sources, label schemes, splitting, evaluation files
+and corrections. Reading the table files themselves (JSONL, CSV, Parquet) is ``govtopic.tables``."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +16,10 @@ from govtopic.config import DataConfig, SourceConfig
 from govtopic.errors import DataError  # noqa: F401 (govtopic.data.DataError, as before)
 from govtopic.labels import TRAINING_FIX, LabelError, LabelMap, LabelScheme, Taxonomy, parse_label
 from govtopic.normalize import NormalizeConfig, normalize_many
+from govtopic.tables import read_table
 
 logger = logging.getLogger(__name__)
 
-_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _SPLIT_NAMES = {
     "train": "train",
     "validation": "validation",
@@ -70,122 +68,6 @@ class LabelledData:
     label_names: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
     scheme: LabelScheme | None = None
-
-
-def file_format(path: str | Path) -> str:
-    """The datasets builder name for a file, looking through a .gz suffix."""
-    suffixes = [s.lower() for s in Path(path).suffixes]
-    if suffixes and suffixes[-1] in {".gz", ".bz2", ".xz", ".zst"}:
-        suffixes = suffixes[:-1]
-    if not suffixes or suffixes[-1] not in _FORMATS:
-        raise DataError(f"{path}: unsupported file type; use .jsonl, .csv or .parquet (optionally .gz)")
-    return _FORMATS[suffixes[-1]]
-
-
-def _find_bad_json_line(path: Path) -> str | None:
-    """Name the first line of a JSONL file that does not parse (datasets' own error does not)."""
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as err:
-                    return f"line {number}: not valid JSON ({err.msg}: column {err.colno})"
-                if not isinstance(value, dict):
-                    return f"line {number}: expected a JSON object per line, got {type(value).__name__}"
-    except UnicodeDecodeError as err:
-        return f"not UTF-8 ({err}); convert it, e.g. iconv -f GB18030 -t UTF-8"
-    return None
-
-
-def _only_blank(path: Path, limit: int = 1 << 20) -> bool:
-    """A small plain file of blank lines only (a larger or compressed one is left to its reader)."""
-    if path.stat().st_size > limit or path.suffix.lower() in (".gz", ".parquet"):
-        return False
-    return not path.read_bytes().strip()
-
-
-def read_table(path: str | Path) -> list[dict]:
-    """Rows of a JSONL/CSV/Parquet file (JSONL and Parquet through ``datasets``), with errors that name the file
-    and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(
-            f"data file {p} does not exist (a relative path is read from the folder govtopic runs in, {Path.cwd()}); "
-            "check the path given on the command line or in the config"
-        )
-    if p.stat().st_size == 0 or _only_blank(p):
-        raise DataError(f"{p}: the file is empty; it needs one document per row")
-    fmt = file_format(p)
-    rows = read_csv_rows(p) if fmt == "csv" else _read_with_datasets(p, fmt)
-    if not rows:
-        raise DataError(f"{p}: no rows found; it needs one document per row")
-    return rows
-
-
-def read_csv_rows(path: Path) -> list[dict]:
-    """Rows of a labelled CSV file, every field as text (an id ``007`` stays ``007``), empty fields as None.
-
-    Read as ``govtopic predict`` reads a CSV: UTF-8 (with or without BOM) or GB18030 as Excel saves it, quoting
-    strict. A quote never closed, a row with more or fewer fields than the header, or undecodable bytes is a
-    ``DataError`` naming the line and the fix, never rows silently merged, shifted or filled in.
-    """
-    from govtopic.encodings import UNDECODED, open_text
-
-    csv.field_size_limit(sys.maxsize)
-    rows: list[dict] = []
-    with open_text(path) as fh:
-        reader = csv.reader(fh, strict=True)
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{path}: the file is empty; it needs a header line, then one document per row")
-            repeated = sorted({name for name in header if name and header.count(name) > 1})
-            if repeated:
-                raise DataError(f"{path}: the header names column(s) {repeated} more than once; rename one of them")
-            start = reader.line_num + 1
-            for row in reader:
-                if row:  # blank lines are skipped
-                    rows.append(_csv_row(row, header, path, start))
-                start = reader.line_num + 1
-        except csv.Error as err:
-            raise DataError(
-                f"{path}: line {start}: malformed CSV ({err}, found on line {reader.line_num}); most often a quote "
-                'opened in this row is never closed: close it, or write a quote inside quoted text as ""'
-            ) from err
-    for row, number in rows:
-        if any(isinstance(v, str) and UNDECODED.search(v) for v in row.values()):
-            raise DataError(
-                f"{path}: line {number}: bytes that are not UTF-8 or GB18030 text; save the file as UTF-8 "
-                "(Excel: CSV UTF-8), e.g. iconv -f GB18030 -t UTF-8"
-            )
-    return [row for row, _ in rows]
-
-
-def _csv_row(row: list[str], header: list[str], path: Path, line: int) -> tuple[dict, int]:
-    if len(row) != len(header):
-        raise DataError(
-            f"{path}: line {line}: {len(row)} field(s), but the header has {len(header)}; put text that holds "
-            "commas in quotes, and give every row a value (possibly empty) for every column"
-        )
-    return {name: value if value != "" else None for name, value in zip(header, row)}, line
-
-
-def _read_with_datasets(p: Path, fmt: str) -> list[dict]:
-    from datasets import load_dataset
-
-    try:
-        return load_dataset(fmt, data_files=str(p), split="train").to_list()
-    except Exception as err:  # datasets and pyarrow raise several types (bad UTF-8 shows only in to_list)
-        where = _find_bad_json_line(p) if fmt == "json" else None
-        if where is None and isinstance(err, UnicodeDecodeError):
-            where = "not UTF-8; convert it, e.g. iconv -f GB18030 -t UTF-8"
-        raise DataError(f"{p}: could not be read as {fmt}: {where or err}") from err
 
 
 def _require_columns(

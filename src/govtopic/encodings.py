@@ -2,7 +2,7 @@
 encodings Chinese portals publish in, and UTF-16/32 with a byte-order mark (Windows Notepad's "Unicode").
 
 One place for every reader: the files ``govtopic predict`` reads (``govtopic.inputs``) and the tables training
-reads (``govtopic.data``). Undecodable bytes in a table become lone surrogates (``UNDECODED``), reported per row
+reads (``govtopic.tables``). Undecodable bytes in a table become lone surrogates (``UNDECODED``), reported per row
 by the reader, never a stop.
 """
 

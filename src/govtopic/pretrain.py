@@ -18,12 +18,13 @@ from torch import nn
 
 from govtopic import pooling, runs
 from govtopic.config import Config
-from govtopic.data import document_text, file_format, read_table
+from govtopic.data import document_text
 from govtopic.fsutil import replace_dir
 from govtopic.modeling import check_model_sources, load_tokenizer
 from govtopic.normalize import normalize_many
 from govtopic.record import CONFIG_FILE
 from govtopic.runs import RunFolderError, corpus_files
+from govtopic.tables import file_format, read_table
 from govtopic.windows import tokenize
 
 logger = logging.getLogger(__name__)
