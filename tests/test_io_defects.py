@@ -179,6 +179,19 @@ def test_training_csv_problems_name_the_line(body, message, tmp_path):
         read_table(csv_file(tmp_path, body))
 
 
+def test_a_tsv_table_trains_as_predict_reads_it(tmp_path):
+    """A spreadsheet's tab-separated export: commas inside a field stay in it, a row short of a field is named."""
+    path = tmp_path / "labelled.tsv"
+    path.write_text("id\ttext\tlabel\n007\t城市规划,建设管理\t其他\n0100\t医院卫生\t其他\n", encoding="utf-8")
+    rows = read_table(path)
+    assert [(r["id"], r["text"]) for r in rows] == [("007", "城市规划,建设管理"), ("0100", "医院卫生")]
+    path.write_text("id\ttext\tlabel\nr1\t城市规划\n", encoding="utf-8")
+    with pytest.raises(DataError, match="line 2: 2 field[(]s[)], but the header has 3; put text that holds tabs"):
+        read_table(path)
+    with pytest.raises(DataError, match=r"unsupported file type; use \.jsonl, \.json, \.csv, \.tsv or \.parquet"):
+        read_table(path.rename(tmp_path / "labelled.xlsx"))
+
+
 def test_training_csv_in_an_unknown_encoding_names_the_line(tmp_path):
     path = csv_file(tmp_path, "r1,城市规划,其他\n")
     path.write_bytes(path.read_bytes() + b"r2,\xff\xfe,\xe5\n")

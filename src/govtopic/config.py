@@ -73,7 +73,7 @@ class SourceConfig:
 
     # Name used in reports (per-source figures); defaults to the file name.
     name: str | None = None
-    # JSONL, CSV or Parquet (optionally .gz).
+    # JSONL, CSV, TSV or Parquet (optionally .gz).
     file: str | None = None
     # null for a title-only source; a row may have a title, a body or both.
     text_column: str | None = "text"
@@ -89,7 +89,7 @@ class SourceConfig:
 
 @dataclass
 class DataConfig:
-    # One source: JSONL, CSV or Parquet (optionally .gz). Either this or data.sources is required for training.
+    # One source: JSONL, CSV, TSV or Parquet (optionally .gz). Either this or data.sources is required for training.
     train_file: str | None = None
     # Several sources trained together (each with its columns, label spellings and weight); replaces
     # train_file. Splits are taken per source, and reports give every figure per source and overall.
@@ -383,7 +383,7 @@ def check_sources(d: DataConfig, problems: list[str]) -> None:
     names = []
     for i, src in enumerate(d.sources):
         if not src.file:
-            problems.append(f"data.sources[{i}].file: required (a JSONL, CSV or Parquet file)")
+            problems.append(f"data.sources[{i}].file: required (a JSONL, CSV, TSV or Parquet file)")
         if not 0 < src.weight < 1e6:  # also false for NaN
             problems.append(f"data.sources[{i}].weight: expected a positive number, got {src.weight}")
         names.append(src.name or (src.file and src.file.rsplit("/", 1)[-1].split(".")[0]))

@@ -6,7 +6,7 @@ Two kinds of source are read as corrections (found by their content, no setting 
   ``govtopic review`` wrote: each task's latest annotation that was not cancelled gives the label (the
   second-level choice's full label ``一级\二级`` when it belongs to the chosen first level, else the first
   level alone), its ``data`` the document id (``doc_id`` or ``id``), title and text;
-- a table (JSONL, CSV, Parquet) with an ``id`` column and the source's label column but neither its text nor
+- a table (JSONL, CSV, TSV, Parquet) with an ``id`` column and the source's label column but neither its text nor
   its title column.
 
 Which label wins: **a later source wins.** A correction whose id names a document of an earlier source

@@ -1,5 +1,5 @@
 """Turning labelled rows into train/validation/test splits: sources, label schemes, splitting, evaluation files
-and corrections. Reading the table files themselves (JSONL, CSV, Parquet) is ``govtopic.tables``."""
+and corrections. Reading the table files themselves (JSONL, CSV, TSV, Parquet) is ``govtopic.tables``."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def resolve_sources(cfg: DataConfig) -> list[SourceConfig]:
             )
         ]
     else:
-        raise DataError("no training data: set data.sources (or data.train_file) to JSONL, CSV or Parquet files")
+        raise DataError("no training data: set data.sources (or data.train_file) to JSONL, CSV, TSV or Parquet files")
     return [dataclasses.replace(s, name=s.name or Path(s.file).name.split(".")[0]) if s.file else s for s in sources]
 
 

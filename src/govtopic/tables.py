@@ -5,12 +5,13 @@ looked through):
 
 - ``.jsonl``: one JSON object per line, through ``datasets``' json builder;
 - ``.json``: a JSON array of objects (or JSON Lines), through the same builder;
-- ``.csv``: read here (``read_csv_rows``), every field as text, so an id ``007`` stays ``007``; UTF-8 with or
-  without a BOM, or GB18030 as Excel saves it (``govtopic.encodings``);
+- ``.csv`` and ``.tsv`` (tab-separated, as spreadsheets export it): read here (``read_csv_rows``), every field
+  as text, so an id ``007`` stays ``007``; UTF-8 with or without a BOM, or GB18030 as Excel saves it
+  (``govtopic.encodings``);
 - ``.parquet``: through ``datasets``' parquet builder.
 
-Any other suffix, ``.tsv`` included, is a ``DataError`` naming the types it takes (``govtopic predict`` reads
-TSV through ``govtopic.inputs``; training tables do not). Every error is a ``DataError`` that names the file
+Any other suffix is a ``DataError`` naming the types it takes (the same as ``govtopic predict`` reads through
+``govtopic.inputs``). Every error is a ``DataError`` that names the file
 and, where there is one, the line and the fix: a missing, empty or blank file; a JSONL line that is not valid
 JSON or not an object (``datasets``' own error names no line, so the file is read again to find it); bytes that
 are not UTF-8; a CSV quote never closed, a row with more or fewer fields than the header, a header naming a
@@ -37,7 +38,7 @@ from pathlib import Path
 
 from govtopic.errors import DataError
 
-_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
 def file_format(path: str | Path) -> str:
@@ -46,7 +47,7 @@ def file_format(path: str | Path) -> str:
     if suffixes and suffixes[-1] in {".gz", ".bz2", ".xz", ".zst"}:
         suffixes = suffixes[:-1]
     if not suffixes or suffixes[-1] not in _FORMATS:
-        raise DataError(f"{path}: unsupported file type; use .jsonl, .csv or .parquet (optionally .gz)")
+        raise DataError(f"{path}: unsupported file type; use .jsonl, .json, .csv, .tsv or .parquet (optionally .gz)")
     return _FORMATS[suffixes[-1]]
 
 
@@ -79,8 +80,8 @@ def _only_blank(path: Path, limit: int = 1 << 20) -> bool:
 
 
 def read_table(path: str | Path) -> list[dict]:
-    """Rows of a JSONL/CSV/Parquet file (JSONL and Parquet through ``datasets``), with errors that name the file
-    and line."""
+    """Rows of a JSONL/JSON/CSV/TSV/Parquet file (JSONL and Parquet through ``datasets``), with errors that name
+    the file and line."""
     p = Path(path)
     if not p.is_file():
         raise DataError(
@@ -90,14 +91,18 @@ def read_table(path: str | Path) -> list[dict]:
     if p.stat().st_size == 0 or _only_blank(p):
         raise DataError(f"{p}: the file is empty; it needs one document per row")
     fmt = file_format(p)
-    rows = read_csv_rows(p) if fmt == "csv" else _read_with_datasets(p, fmt)
+    if fmt in ("csv", "tsv"):
+        rows = read_csv_rows(p, delimiter="\t" if fmt == "tsv" else ",")
+    else:
+        rows = _read_with_datasets(p, fmt)
     if not rows:
         raise DataError(f"{p}: no rows found; it needs one document per row")
     return rows
 
 
-def read_csv_rows(path: Path) -> list[dict]:
-    """Rows of a labelled CSV file, every field as text (an id ``007`` stays ``007``), empty fields as None.
+def read_csv_rows(path: Path, delimiter: str = ",") -> list[dict]:
+    """Rows of a labelled CSV file (``delimiter="\\t"``: TSV), every field as text (an id ``007`` stays ``007``),
+    empty fields as None.
 
     Read as ``govtopic predict`` reads a CSV: UTF-8 (with or without BOM) or GB18030 as Excel saves it, quoting
     strict. A quote never closed, a row with more or fewer fields than the header, or undecodable bytes is a
@@ -108,7 +113,7 @@ def read_csv_rows(path: Path) -> list[dict]:
     csv.field_size_limit(sys.maxsize)
     rows: list[dict] = []
     with open_text(path) as fh:
-        reader = csv.reader(fh, strict=True)
+        reader = csv.reader(fh, delimiter=delimiter, strict=True)
         try:
             header = next(reader, None)
             if header is None:
@@ -119,7 +124,7 @@ def read_csv_rows(path: Path) -> list[dict]:
             start = reader.line_num + 1
             for row in reader:
                 if row:  # blank lines are skipped
-                    rows.append(_csv_row(row, header, path, start))
+                    rows.append(_csv_row(row, header, path, start, delimiter))
                 start = reader.line_num + 1
         except csv.Error as err:
             raise DataError(
@@ -135,11 +140,12 @@ def read_csv_rows(path: Path) -> list[dict]:
     return [row for row, _ in rows]
 
 
-def _csv_row(row: list[str], header: list[str], path: Path, line: int) -> tuple[dict, int]:
+def _csv_row(row: list[str], header: list[str], path: Path, line: int, delimiter: str = ",") -> tuple[dict, int]:
     if len(row) != len(header):
+        held = "tabs" if delimiter == "\t" else "commas"
         raise DataError(
             f"{path}: line {line}: {len(row)} field(s), but the header has {len(header)}; put text that holds "
-            "commas in quotes, and give every row a value (possibly empty) for every column"
+            f"{held} in quotes, and give every row a value (possibly empty) for every column"
         )
     return {name: value if value != "" else None for name, value in zip(header, row)}, line
 
