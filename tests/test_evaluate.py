@@ -263,3 +263,32 @@ def test_a_missing_text_column_names_the_fix_evaluate_can_take(tiny_model_dir, t
     message = str(info.value)
     assert "no column 'text'" in message and "rename the file's column to 'text'" in message
     assert "in the config" not in message  # evaluate takes no config
+
+
+def test_a_label_map_that_reads_a_spelling_otherwise_than_the_model_is_logged(tiny_model_copy, tmp_path, caplog):
+    from govtopic.labels import LabelMap, LabelScheme, Taxonomy
+    from test_record import edit_settings
+
+    taxonomy = Taxonomy({"城乡建设、环境保护": ["城市规划"], "公安、安全、司法": ["司法"]})
+    learnt = LabelMap({"城规": "城乡建设、环境保护\\城市规划"}, version="m1")
+    edit_settings(tiny_model_copy, label_scheme=LabelScheme(taxonomy, learnt).to_dict())
+    data = write(tmp_path / "gold.jsonl", [{"text": "法院审判", "label": "城规"}])
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("labels:\n  城规: 公安、安全、司法\\司法\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="govtopic.evaluation"):
+        result = evaluate(tiny_model_copy, data, tmp_path / "eval", split=None, baseline=False, label_map=mapping)
+    assert "reads these differently from the model's own map" in caplog.text and "城规" in caplog.text
+    # The file's reading wins for the file: its one row is scored against 公安、安全、司法\司法.
+    predicted = TopicClassifier(tiny_model_copy).predict("法院审判")["label"]
+    assert result["metrics"]["accuracy"] == float(predicted == "公安、安全、司法\\司法")
+
+
+def test_thresholds_fitted_on_a_file_read_with_a_label_map_say_so(tiny_model_copy, tmp_path):
+    from govtopic.thresholds import calibrate_thresholds
+
+    rows = [{"text": "城市规划建设", "label": "城规"}, {"text": "法院审判", "label": "公安、安全、司法\\司法"}] * 5
+    data = write(tmp_path / "portal.jsonl", rows)
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("labels:\n  城规: 城乡建设、环境保护\\城市规划\n", encoding="utf-8")
+    report = calibrate_thresholds(str(tiny_model_copy), str(data), 0.9, None, label_map=str(mapping))
+    assert report["documents"] == 10 and report["data"].endswith(f"; labels read with --label-map {mapping}")
