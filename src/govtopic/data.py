@@ -60,6 +60,20 @@ def concat(splits: list[Split]) -> Split:
     return Split(*([x for sp in splits for x in getattr(sp, f)] for f in _SPLIT_FIELDS))
 
 
+def source_groups(sources: list[str]) -> dict[str, list[int]]:
+    """The row positions of each source, sources in name order; empty when every row has the same source (a
+    per-source breakdown would repeat the whole).
+
+    Example:
+        >>> source_groups(["official", "regulations", "official"])
+        {'official': [0, 2], 'regulations': [1]}
+    """
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(sources):
+        groups.setdefault(name, []).append(i)
+    return dict(sorted(groups.items())) if len(groups) > 1 else {}
+
+
 @dataclass
 class LabelledData:
     train: Split

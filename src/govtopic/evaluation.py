@@ -11,7 +11,7 @@ import numpy as np
 
 from govtopic.calibration import fit_temperature, level_softmax, softmax
 from govtopic.config import Config, load_config
-from govtopic.data import DataError, Split, load_eval_file, load_labelled
+from govtopic.data import DataError, Split, load_eval_file, load_labelled, source_groups
 from govtopic.fsutil import atomic_write_text, claim_folder
 from govtopic.labels import EVALUATION_FIX, LabelError, LabelMap, LabelScheme, Taxonomy, hierarchical_decode, l1
 from govtopic.metrics import (
@@ -114,13 +114,10 @@ def model_scheme(model_dir: str | Path, cfg: Config, label_map: str | Path | Non
     mapping = LabelMap(kept.get("label_map") or {}, kept.get("label_map_version", "none"))
     if label_map is not None:
         own = _read_label_map(label_map)
-        wrong = {k: v for k, v in own.labels.items() if taxonomy is not None and taxonomy.problem(v)}
-        if wrong:
-            k, v = next(iter(wrong.items()))
-            raise DataError(
-                f"--label-map {label_map} maps {k!r} to {v!r}: {taxonomy.problem(v)}. Map it to a label of the "
-                "model's taxonomy"
-            )
+        try:  # the scheme's own check of the file's targets against the taxonomy, worded for the option
+            LabelScheme(taxonomy, own)
+        except LabelError as err:
+            raise DataError(_for_option(err, label_map)) from err
         changed = {k: (mapping.labels[k], v) for k, v in own.labels.items() if mapping.labels.get(k, v) != v}
         if changed:
             logger.warning("--label-map %s reads these differently from the model's own map: %s", label_map, changed)
@@ -139,7 +136,12 @@ def _read_label_map(path: str | Path) -> LabelMap:
     try:
         return LabelMap.load(str(path))
     except LabelError as err:
-        raise DataError(f"--label-map {path}: {str(err).replace('data.label_map: ', '')}") from err
+        raise DataError(_for_option(err, path)) from err
+
+
+def _for_option(err: LabelError, path: str | Path) -> str:
+    """A label-map error (worded for the config setting ``data.label_map``) worded for ``--label-map PATH``."""
+    return str(err).replace("data.label_map", f"--label-map {path}", 1)
 
 
 def _older_report(path: Path) -> bool:
@@ -262,13 +264,9 @@ def _baseline_metrics(base, mixed: bool, split: Split, labels: list[str], cfg: C
 
 def per_source(split: Split, probs: np.ndarray, labels: list[str], cfg: Config) -> dict:
     """Headline figures for each source of a split (empty when it has one source)."""
-    names = sorted(set(split.sources))
-    if len(names) < 2:
-        return {}
     out = {}
     two_level = is_two_level(split.labels, labels)  # the whole set's choice: its full-label rows add up
-    for name in names:
-        rows = [i for i, s in enumerate(split.sources) if s == name]
+    for name, rows in source_groups(split.sources).items():
         m = compute_metrics([split.labels[i] for i in rows], probs[rows], labels, cfg.eval.top_k, two_level)
         out[name] = {k: m.get(k) for k in ("n", "n_full", "l1_accuracy", "l1_macro_f1", "accuracy", "macro_f1")}
     return out

@@ -359,12 +359,10 @@ def thresholds_by_source(
         >>> by_source["official"]["l1"]
         {'documents': 159, 'automatic': 119, 'coverage': 0.748, 'precision': 0.882}
     """
-    names = sorted(set(sources))
-    if len(names) < 2:
-        return {}
+    from govtopic.data import source_groups
+
     out = {}
-    for name in names:
-        rows = [i for i, s in enumerate(sources) if s == name]
+    for name, rows in source_groups(list(sources)).items():
         share = None if known is None else [known[i] for i in rows]
         got = held_out(probs[rows], [gold[i] for i in rows], labels, thresholds, share)
         out[name] = {level: got[level]["overall"] for level in ("l1", "full")}

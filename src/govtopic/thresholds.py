@@ -8,8 +8,9 @@ sources), or the held-out rows of a labelled file; a file the model was trained 
 refused, as ``evaluate`` refuses it. A read-only folder is refused before any document is scored.
 
 ``calibrate_thresholds(model_dir, data_file=None, precision=0.95, split="validation", margin=None, min_docs=5,
-batch_size=32, prior_docs=None, sources=None)`` returns the fit's report: coverage and precision at both levels,
-the classes that never go without a person, and the same figures per training source when there are several.
+batch_size=32, prior_docs=None, sources=None, label_map=None)`` returns the fit's report: coverage and
+precision at both levels, the classes that never go without a person, and the same figures per training source
+when there are several.
 
 Example:
     >>> report = calibrate_thresholds("runs/quickstart/model", precision=0.95)
